@@ -1,0 +1,225 @@
+"""OCI layers in tar format v1 → ostree objects in a repository.
+
+This is the base-image half of the importer: it reads the ostree layers of an image
+(layer 0 up to the one named by ``ostree.final-diffid``), checks every blob against its
+digest, and writes the objects with libostree, which verifies each object's own
+checksum. Both forms of xattrs are taken: the ``.file-xattrs-link`` holding the
+variant, and the older hardlink to a ``.file-xattrs`` object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO
+
+from gi.repository import GLib, OSTree
+
+from ocitree.container.ostree_tar import REPO_PREFIX
+from ocitree.errors import ImageFormatError, UserError
+from ocitree.oci.layout import Image, OciLayout
+from ocitree.ostree.repo import Repo
+
+_META_TYPES = {
+    "commit": (OSTree.ObjectType.COMMIT, "(a{sv}aya(say)sstayay)"),
+    "dirtree": (OSTree.ObjectType.DIR_TREE, "(a(say)a(sayay))"),
+    "dirmeta": (OSTree.ObjectType.DIR_META, "(uuua(ayay))"),
+}
+_OBJECTS = REPO_PREFIX + "objects/"
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    commit: str
+    layers: int
+    objects: int
+
+
+class _DigestReader:
+    """Reads a blob while hashing it; ``verify()`` after the last byte."""
+
+    def __init__(self, f: IO[bytes], digest: str) -> None:
+        self._f = f
+        self._h = hashlib.sha256()
+        self.digest = digest
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self._h.update(data)
+        return data
+
+    def verify(self) -> None:
+        while self.read(1 << 20):
+            pass
+        if "sha256:" + self._h.hexdigest() != self.digest:
+            raise ImageFormatError(
+                f"layer {self.digest} does not match its digest",
+                hint="the blob is corrupt; fetch the image again",
+            )
+
+
+class _Decompressor:
+    def __init__(self, src: _DigestReader, media_type: str) -> None:
+        self._src = src
+        self._kind = "gzip" if media_type.endswith("gzip") else (
+            "zstd" if "zstd" in media_type else "none")
+        self._z: zlib._Decompress | None = zlib.decompressobj(31) if self._kind == "gzip" else None
+        self._zstd: IO[bytes] | None = None
+        if self._kind == "zstd":
+            import zstandard
+
+            self._zstd = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
+        self._buf = b""
+
+    def read(self, n: int = -1) -> bytes:
+        if self._zstd is not None:
+            return self._zstd.read(n)
+        if self._z is None:
+            return self._src.read(n)
+        while n < 0 or len(self._buf) < n:
+            chunk = self._src.read(1 << 20)
+            if not chunk:
+                break
+            out = self._z.decompress(chunk)
+            while self._z.eof and self._z.unused_data:
+                # Concatenated gzip members.
+                rest = self._z.unused_data
+                self._z = zlib.decompressobj(31)
+                out += self._z.decompress(rest)
+            self._buf += out
+        if n < 0:
+            data, self._buf = self._buf, b""
+        else:
+            data, self._buf = self._buf[:n], self._buf[n:]
+        return data
+
+
+def ostree_layers(image: Image) -> list[dict[str, str]]:
+    """The manifest's layers that are ostree chunks (up to ``ostree.final-diffid``)."""
+    layers = list(image.manifest.get("layers", []))
+    diff_ids = list(image.config.get("rootfs", {}).get("diff_ids", []))
+    labels = (image.config.get("config") or {}).get("Labels") or {}
+    if "ostree.commit" not in labels and "ostree.final-diffid" not in labels:
+        raise UserError(
+            "the image is not an ostree container image (no ostree.commit label)",
+            hint="encapsulate an ostree commit with 'ocitree encapsulate'",
+        )
+    final = labels.get("ostree.final-diffid")
+    if final is None:
+        return layers[:1]
+    if final not in diff_ids:
+        raise ImageFormatError("ostree.final-diffid names no layer of the image")
+    return layers[: diff_ids.index(final) + 1]
+
+
+def import_from_layout(layout: OciLayout, image: Image, repo: Repo, ref: str | None) -> ImportResult:
+    """Import the ostree layers of ``image`` from ``layout`` into ``repo``."""
+    layers = ostree_layers(image)
+    imp = _Importer(repo)
+    repo.gi.prepare_transaction(None)
+    try:
+        for layer in layers:
+            with layout.blob_path(layer["digest"]).open("rb") as f:
+                src = _DigestReader(f, layer["digest"])
+                imp.import_tar(_Decompressor(src, layer["mediaType"]))
+                src.verify()
+        if imp.commit is None:
+            raise ImageFormatError("the image's first layer holds no commit object")
+        if ref:
+            repo.gi.transaction_set_ref(None, ref, imp.commit)
+        repo.gi.commit_transaction(None)
+    except BaseException:
+        repo.gi.abort_transaction(None)
+        raise
+    return ImportResult(imp.commit, len(layers), imp.count)
+
+
+class _Importer:
+    def __init__(self, repo: Repo) -> None:
+        self.repo = repo
+        self.commit: str | None = None
+        self.count = 0
+        self._xattrs: dict[str, bytes] = {}  # content checksum -> a(ayay) bytes
+        self._xattr_objects: dict[str, bytes] = {}  # tar path of .file-xattrs -> bytes
+
+    def import_tar(self, stream: _Decompressor) -> None:
+        with tarfile.open(fileobj=stream, mode="r|") as tf:  # type: ignore[call-overload]
+            for member in tf:
+                name = member.name.removeprefix("./")
+                if not name.startswith(_OBJECTS):
+                    continue
+                rel = name[len(_OBJECTS):]
+                try:
+                    prefix, rest = rel.split("/")
+                    stem, objtype = rest.split(".", 1)
+                except ValueError:
+                    continue
+                checksum = prefix + stem
+                if len(checksum) != 64 or not all(c in "0123456789abcdef" for c in checksum):
+                    raise ImageFormatError(f"malformed object path {name!r}")
+                self._entry(tf, member, checksum, objtype, name)
+
+    def _read(self, tf: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+        f = tf.extractfile(member)
+        return f.read() if f is not None else b""
+
+    def _entry(self, tf: tarfile.TarFile, m: tarfile.TarInfo, csum: str, objtype: str,
+               name: str) -> None:
+        if objtype in _META_TYPES:
+            gtype, sig = _META_TYPES[objtype]
+            data = self._read(tf, m)
+            v = GLib.Variant.new_from_bytes(GLib.VariantType(sig), GLib.Bytes.new(data), False)
+            self.repo.gi.write_metadata(gtype, csum, v, None)
+            if objtype == "commit":
+                if self.commit is not None:
+                    raise ImageFormatError("more than one commit object in the image")
+                self.commit = csum
+            self.count += 1
+        elif objtype == "commitmeta":
+            data = self._read(tf, m)
+            v = GLib.Variant.new_from_bytes(GLib.VariantType("a{sv}"), GLib.Bytes.new(data), False)
+            self.repo.gi.write_commit_detached_metadata(csum, v, None)
+        elif objtype == "file-xattrs":
+            self._xattr_objects[name] = self._read(tf, m)
+        elif objtype == "file-xattrs-link":
+            if m.islnk():
+                target = m.linkname.removeprefix("./")
+                if target not in self._xattr_objects:
+                    raise ImageFormatError(f"{name} links to a missing xattrs object")
+                self._xattrs[csum] = self._xattr_objects[target]
+            else:
+                self._xattrs[csum] = self._read(tf, m)
+        elif objtype == "file":
+            self._content(tf, m, csum, name)
+        else:
+            raise ImageFormatError(f"unknown object type in {name!r}")
+
+    def _content(self, tf: tarfile.TarFile, m: tarfile.TarInfo, csum: str, name: str) -> None:
+        if csum not in self._xattrs:
+            raise ImageFormatError(f"missing xattrs reference for {name}")
+        xv = GLib.Variant.new_from_bytes(
+            GLib.VariantType("a(ayay)"), GLib.Bytes.new(self._xattrs.pop(csum)), False
+        )
+        try:
+            if m.issym():
+                self.repo.gi.write_symlink(csum, m.uid, m.gid, xv, m.linkname, None)
+            elif m.isreg():
+                writer = self.repo.gi.write_regfile(csum, m.uid, m.gid, 0o100000 | m.mode, m.size, xv)
+                f = tf.extractfile(m)
+                assert f is not None
+                for chunk in _chunks(f):
+                    writer.write_bytes(GLib.Bytes.new(chunk), None)
+                writer.finish(None)
+            else:
+                raise ImageFormatError(f"{name} is neither a regular file nor a symlink")
+        except GLib.Error as e:
+            raise ImageFormatError(f"object {csum} is corrupt: {e.message}") from e
+        self.count += 1
+
+
+def _chunks(f: IO[bytes]) -> Iterator[bytes]:
+    while chunk := f.read(1 << 20):
+        yield chunk

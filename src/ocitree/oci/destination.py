@@ -1,0 +1,89 @@
+"""Where a written image goes: an ``oci:`` layout written in place, or a staging layout
+that is packed into an ``oci-archive:`` or copied to a registry with skopeo. Nothing is
+left behind at the destination when writing fails."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ocitree.container.tarwriter import TarWriter
+from ocitree.errors import UserError
+from ocitree.oci import skopeo
+from ocitree.oci.layout import OciLayout
+from ocitree.oci.reference import ImageReference, Transport
+
+
+@dataclass(frozen=True)
+class Staged:
+    layout: OciLayout
+    tag: str | None
+
+
+@contextlib.contextmanager
+def staged(
+    dest: ImageReference, opts: skopeo.RegistryOptions, *, tmpdir: Path | None = None
+) -> Iterator[Staged]:
+    """Yield a layout to write the image into; publish it to ``dest`` on success."""
+    if dest.transport is Transport.OCI:
+        created = not dest.path.exists()
+        try:
+            yield Staged(OciLayout.create(dest.path), dest.tag)
+        except BaseException:
+            if created:
+                shutil.rmtree(dest.path, ignore_errors=True)
+            raise
+        return
+    if dest.transport is Transport.OCI_ARCHIVE:
+        parent = dest.path.resolve().parent
+        if not parent.is_dir():
+            raise UserError(f"directory {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise UserError(f"cannot write to {parent}", hint="check its permissions")
+        with tempfile.TemporaryDirectory(prefix=".ocitree-", dir=parent) as tmp:
+            yield Staged(OciLayout.create(Path(tmp) / "layout"), dest.tag)
+            pack_archive(Path(tmp) / "layout", dest.path)
+        return
+    if dest.transport is Transport.REGISTRY:
+        with tempfile.TemporaryDirectory(prefix="ocitree-push-", dir=tmpdir) as tmp:
+            layout = OciLayout.create(Path(tmp) / "layout")
+            yield Staged(layout, "image")
+            skopeo.copy(ImageReference(Transport.OCI, str(layout.path), "image"), dest, opts)
+        return
+    raise UserError(
+        f"cannot write images to {dest.transport.value}: transport",
+        hint="write to oci:DIR, oci-archive:FILE or docker://HOST/NAME:TAG",
+    )
+
+
+def pack_archive(layout_dir: Path, dest: Path) -> None:
+    """Tar a layout into ``dest`` (sorted, mtime 0), atomically."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.resolve().parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            tar = TarWriter(out)
+            for root, dirs, files in os.walk(layout_dir):
+                dirs.sort()
+                rel = Path(root).relative_to(layout_dir)
+                if rel != Path("."):
+                    tar.add_dir(str(rel))
+                for name in sorted(files):
+                    p = Path(root) / name
+                    with p.open("rb") as f:
+                        tar.add_file(str(rel / name) if rel != Path(".") else name,
+                                     p.stat().st_size, f, 0o644, 0, 0)
+            tar.finish()
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"writing {dest} failed: {e.strerror or e}") from e
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
