@@ -21,10 +21,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Ship an ostree-based OS as OCI container images.",
     )
     parser.add_argument("--version", action="version", version=f"ocitree {__version__}")
+    # --debug and --quiet are taken before or after the command name.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true",
-                        help="show command lines, timings and tracebacks")
-    common.add_argument("-q", "--quiet", action="store_true", help="only print errors")
+    for p in (parser, common):
+        default = False if p is parser else argparse.SUPPRESS
+        p.add_argument("--debug", action="store_true", default=default,
+                       help="show command lines, timings and tracebacks")
+        p.add_argument("-q", "--quiet", action="store_true", default=default,
+                       help="only print errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (encapsulate_cmd, plan_cmd, push_cmd, inspect_cmd):
         module.register(sub, common)
