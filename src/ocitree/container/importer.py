@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from gi.repository import GLib, OSTree
+
 
 from ocitree.container.ostree_tar import REPO_PREFIX
 from ocitree.errors import ImageFormatError, UserError
 from ocitree.oci.layout import Image, OciLayout
-from ocitree.ostree.repo import Repo
+from ocitree.ostree.repo import GLib, OSTree, Repo
 
 _META_TYPES = {
     "commit": (OSTree.ObjectType.COMMIT, "(a{sv}aya(say)sstayay)"),
