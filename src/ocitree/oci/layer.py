@@ -196,7 +196,10 @@ class LayerWriter:
         for f in self._pending:
             f.cancel()
         self._pending.clear()
-        self._out.close()
+        try:
+            self._out.close()
+        except OSError:
+            pass  # e.g. ENOSPC flushing the buffer: the file is discarded anyway
         self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> LayerWriter:

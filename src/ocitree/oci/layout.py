@@ -64,8 +64,8 @@ class OciLayout:
                 layout.blobs.mkdir(parents=True, exist_ok=True)
                 _atomic_write(path / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
                 _atomic_write(path / "index.json", canonical_json(_empty_index()))
-        except PermissionError as e:
-            raise UserError(f"cannot write to {path}: {e.strerror}") from e
+        except OSError as e:
+            raise UserError(f"cannot write to {path}: {e.strerror or e}") from e
         return layout
 
     def exists(self) -> bool:
