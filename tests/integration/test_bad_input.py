@@ -26,7 +26,9 @@ def _one_line_error(err: str, *words: str) -> None:
 
 
 def test_unknown_ref(tmp_path: Path, capsys: pytest.CaptureFixture[str], sample: Committed) -> None:
-    r = ocitree(capsys, "encapsulate", "--repo", sample.repo, "no/such/ref", f"oci:{tmp_path / 'o'}")
+    r = ocitree(
+        capsys, "encapsulate", "--repo", sample.repo, "no/such/ref", f"oci:{tmp_path / 'o'}"
+    )
     assert r.code == 1
     _one_line_error(r.err, "not found", sample.ref)
     assert not (tmp_path / "o").exists()
@@ -54,8 +56,14 @@ def test_unwritable_destination(
     r = ocitree(capsys, "encapsulate", "--repo", sample.repo, sample.ref, f"oci:{blocker}/img")
     assert r.code == 1
     _one_line_error(r.err, "cannot write")
-    r = ocitree(capsys, "encapsulate", "--repo", sample.repo, sample.ref,
-                f"oci-archive:{tmp_path}/missing/dir/x.tar")
+    r = ocitree(
+        capsys,
+        "encapsulate",
+        "--repo",
+        sample.repo,
+        sample.ref,
+        f"oci-archive:{tmp_path}/missing/dir/x.tar",
+    )
     assert r.code == 1
     _one_line_error(r.err, "does not exist")
 
@@ -100,8 +108,16 @@ def test_disk_full_in_existing_layout_keeps_the_old_image(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], sample: Committed
 ) -> None:
     with _small_tmpfs(tmp_path / "small", "8m") as small:
-        r = ocitree(capsys, "encapsulate", "--repo", sample.repo, sample.ref, f"oci:{small}/img:v1",
-                    "--compression-level", "9")
+        r = ocitree(
+            capsys,
+            "encapsulate",
+            "--repo",
+            sample.repo,
+            sample.ref,
+            f"oci:{small}/img:v1",
+            "--compression-level",
+            "9",
+        )
         if r.code != 0:
             pytest.skip("the sample image does not fit in the test tmpfs")
         before = sorted(p.name for p in (small / "img/blobs/sha256").iterdir())
@@ -109,8 +125,16 @@ def test_disk_full_in_existing_layout_keeps_the_old_image(
         filler = small / "filler"
         with filler.open("wb") as f, contextlib.suppress(OSError):
             f.write(b"\0" * (8 << 20))
-        r = ocitree(capsys, "encapsulate", "--repo", sample.repo, sample.ref, f"oci:{small}/img:v2",
-                    "--compression-level", "1")
+        r = ocitree(
+            capsys,
+            "encapsulate",
+            "--repo",
+            sample.repo,
+            sample.ref,
+            f"oci:{small}/img:v2",
+            "--compression-level",
+            "1",
+        )
         assert r.code == 1
         _one_line_error(r.err, "No space left on device")
         assert sorted(p.name for p in (small / "img/blobs/sha256").iterdir()) == before

@@ -20,7 +20,9 @@ from support.images import content_objects, layer_members, manifest, ocitree
 pytestmark = pytest.mark.integration
 
 
-def _encapsulate(capsys: pytest.CaptureFixture[str], sample: Committed, dest: str, *extra: str) -> None:
+def _encapsulate(
+    capsys: pytest.CaptureFixture[str], sample: Committed, dest: str, *extra: str
+) -> None:
     r = ocitree(capsys, "encapsulate", "--repo", sample.repo, sample.ref, dest, *extra)
     assert r.code == 0, r.err
 
@@ -43,7 +45,9 @@ def test_roundtrip_rebuilds_the_same_commit(
     assert out.decode().strip() == commit
 
 
-def test_format_facts(tmp_path: Path, capsys: pytest.CaptureFixture[str], sample: Committed) -> None:
+def test_format_facts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sample: Committed
+) -> None:
     _encapsulate(capsys, sample, f"oci:{tmp_path}:v1")
     m = manifest(tmp_path, "v1")
     cfg = json.loads((tmp_path / "blobs/sha256" / m["config"]["digest"][7:]).read_bytes())
@@ -124,20 +128,30 @@ def test_previous_image_keeps_layers_of_unchanged_components(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], sample: Committed
 ) -> None:
     _encapsulate(capsys, sample, f"oci:{tmp_path / 'img'}:v1")
-    v2 = generate_tree(tmp_path / "tree2", size=6 << 20, components=12, seed=7, version=2,
-                       changed=0.2)
+    v2 = generate_tree(
+        tmp_path / "tree2", size=6 << 20, components=12, seed=7, version=2, changed=0.2
+    )
     assert v2.changed_components
     repo = tmp_path / "repo"
     commit_tree(v2.path, repo, "os", mode="archive")
-    r = ocitree(capsys, "encapsulate", "--repo", repo, "os", f"oci:{tmp_path / 'img'}:v2",
-                "--previous", f"oci:{tmp_path / 'img'}:v1")
+    r = ocitree(
+        capsys,
+        "encapsulate",
+        "--repo",
+        repo,
+        "os",
+        f"oci:{tmp_path / 'img'}:v2",
+        "--previous",
+        f"oci:{tmp_path / 'img'}:v1",
+    )
     assert r.code == 0, r.err
     one, two = manifest(tmp_path / "img", "v1"), manifest(tmp_path / "img", "v2")
     sets1 = [layer["annotations"]["ostree.components"] for layer in one["layers"][1:]]
     sets2 = [layer["annotations"]["ostree.components"] for layer in two["layers"][1:]]
     assert sets1 == sets2
     changed = [
-        i for i, (a, b) in enumerate(zip(one["layers"], two["layers"], strict=True))
+        i
+        for i, (a, b) in enumerate(zip(one["layers"], two["layers"], strict=True))
         if a["digest"] != b["digest"]
     ]
     touched = set(v2.changed_components) | {"os-release"}
@@ -149,7 +163,9 @@ def test_previous_image_keeps_layers_of_unchanged_components(
         assert names & set(v2.changed_components) or any(n.startswith("unpackaged:") for n in names)
 
 
-def test_oci_archive_destination(tmp_path: Path, capsys: pytest.CaptureFixture[str], sample: Committed) -> None:
+def test_oci_archive_destination(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sample: Committed
+) -> None:
     dest = tmp_path / "os.ociarchive"
     _encapsulate(capsys, sample, f"oci-archive:{dest}:v1")
     assert dest.is_file() and [p.name for p in tmp_path.iterdir()] == ["os.ociarchive"]

@@ -41,8 +41,14 @@ def _snapshot(root: Path, *, skip: tuple[str, ...]) -> dict[str, tuple[object, .
                     if k.startswith("user.")
                 )
             )
-            out[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
-                        what, xattrs)
+            out[rel] = (
+                stat.S_IFMT(st.st_mode),
+                stat.S_IMODE(st.st_mode),
+                st.st_uid,
+                st.st_gid,
+                what,
+                xattrs,
+            )
     return out
 
 
@@ -51,7 +57,9 @@ def test_umoci_unpack_equals_ostree_checkout(
 ) -> None:
     if shutil.which("umoci") is None:
         pytest.skip("umoci not installed")
-    r = ocitree(capsys, "encapsulate", "--repo", sample.repo, sample.ref, f"oci:{tmp_path / 'img'}:v1")
+    r = ocitree(
+        capsys, "encapsulate", "--repo", sample.repo, sample.ref, f"oci:{tmp_path / 'img'}:v1"
+    )
     assert r.code == 0, r.err
     run(["umoci", "unpack", "--image", f"{tmp_path / 'img'}:v1", tmp_path / "bundle"])
     run(["ostree", f"--repo={sample.repo}", "checkout", sample.ref, tmp_path / "checkout"])
@@ -77,8 +85,9 @@ def test_buildah_builds_from_the_image(
     shutil.copy(busybox, tree / "usr/bin/busybox")
     (tree / "usr/bin/sh").symlink_to("busybox")
     commit_tree(tree, tmp_path / "repo", sample.ref, mode="bare")
-    r = ocitree(capsys, "encapsulate", "--repo", tmp_path / "repo", sample.ref,
-                f"oci:{tmp_path / 'img'}:v1")
+    r = ocitree(
+        capsys, "encapsulate", "--repo", tmp_path / "repo", sample.ref, f"oci:{tmp_path / 'img'}:v1"
+    )
     assert r.code == 0, r.err
     ctx = tmp_path / "ctx"
     ctx.mkdir()
@@ -87,10 +96,24 @@ def test_buildah_builds_from_the_image(
         "RUN test -f /usr/lib/os-release && echo built > /etc/derived && "
         "busybox rm /usr/lib/ocitree-unpackaged/* \n"
     )
-    storage = [f"--root={tmp_path / 'storage'}", f"--runroot={tmp_path / 'run'}",
-               "--storage-driver=vfs"]
-    run(["buildah", *storage, "build", "--isolation=chroot", "-t", "localhost/derived:1",
-         "-f", ctx / "Containerfile", ctx])
+    storage = [
+        f"--root={tmp_path / 'storage'}",
+        f"--runroot={tmp_path / 'run'}",
+        "--storage-driver=vfs",
+    ]
+    run(
+        [
+            "buildah",
+            *storage,
+            "build",
+            "--isolation=chroot",
+            "-t",
+            "localhost/derived:1",
+            "-f",
+            ctx / "Containerfile",
+            ctx,
+        ]
+    )
     run(["buildah", *storage, "push", "localhost/derived:1", f"oci:{tmp_path / 'derived'}:1"])
     r = ocitree(capsys, "inspect", "--json", f"oci:{tmp_path / 'derived'}:1")
     assert r.code == 0, r.err

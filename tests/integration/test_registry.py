@@ -18,8 +18,17 @@ pytestmark = pytest.mark.integration
 
 
 def _skopeo_inspect(reg: Registry, name: str) -> dict[str, object]:
-    out = run(["skopeo", "inspect", "--authfile", str(reg.authfile), "--cert-dir",
-               str(reg.cert_dir), reg.ref(name)]).stdout
+    out = run(
+        [
+            "skopeo",
+            "inspect",
+            "--authfile",
+            str(reg.authfile),
+            "--cert-dir",
+            str(reg.cert_dir),
+            reg.ref(name),
+        ]
+    ).stdout
     return dict(json.loads(out))
 
 
@@ -36,13 +45,31 @@ def test_encapsulate_straight_to_a_secure_registry(
     capsys: pytest.CaptureFixture[str], sample: Committed, secure_registry: Registry
 ) -> None:
     reg = secure_registry
-    r = ocitree(capsys, "encapsulate", "--repo", sample.repo, sample.ref, reg.ref("os:1"),
-                "--authfile", reg.authfile, "--cert-dir", reg.cert_dir)
+    r = ocitree(
+        capsys,
+        "encapsulate",
+        "--repo",
+        sample.repo,
+        sample.ref,
+        reg.ref("os:1"),
+        "--authfile",
+        reg.authfile,
+        "--cert-dir",
+        reg.cert_dir,
+    )
     assert r.code == 0, r.err
     labels = _skopeo_inspect(reg, "os:1")["Labels"]
     assert isinstance(labels, dict) and labels["ostree.commit"] == sample.commit
-    r = ocitree(capsys, "inspect", "--json", reg.ref("os:1"), "--authfile", reg.authfile,
-                "--cert-dir", reg.cert_dir)
+    r = ocitree(
+        capsys,
+        "inspect",
+        "--json",
+        reg.ref("os:1"),
+        "--authfile",
+        reg.authfile,
+        "--cert-dir",
+        reg.cert_dir,
+    )
     assert r.code == 0, r.err
     assert json.loads(r.out)["commit"] == sample.commit
 
@@ -51,10 +78,20 @@ def test_push_keeps_digests(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], sample: Committed, secure_registry: Registry
 ) -> None:
     reg = secure_registry
-    assert ocitree(capsys, "encapsulate", "--repo", sample.repo, sample.ref,
-                   f"oci:{tmp_path}:v1").code == 0
-    r = ocitree(capsys, "push", f"oci:{tmp_path}:v1", reg.ref("os:pushed"),
-                "--authfile", reg.authfile, "--cert-dir", reg.cert_dir)
+    assert (
+        ocitree(capsys, "encapsulate", "--repo", sample.repo, sample.ref, f"oci:{tmp_path}:v1").code
+        == 0
+    )
+    r = ocitree(
+        capsys,
+        "push",
+        f"oci:{tmp_path}:v1",
+        reg.ref("os:pushed"),
+        "--authfile",
+        reg.authfile,
+        "--cert-dir",
+        reg.cert_dir,
+    )
     assert r.code == 0, r.err
     local = json.loads(ocitree(capsys, "inspect", "--json", f"oci:{tmp_path}:v1").out)
     remote = _skopeo_inspect(reg, "os:pushed")
@@ -68,8 +105,18 @@ def test_wrong_password_is_one_line_with_a_hint_and_pushes_nothing(
     bad = tmp_path / "auth.json"
     token = base64.b64encode(f"{reg.username}:wrong".encode()).decode()
     bad.write_text(json.dumps({"auths": {reg.host: {"auth": token}}}))
-    r = ocitree(capsys, "encapsulate", "--repo", sample.repo, sample.ref, reg.ref("os:1"),
-                "--authfile", bad, "--cert-dir", reg.cert_dir)
+    r = ocitree(
+        capsys,
+        "encapsulate",
+        "--repo",
+        sample.repo,
+        sample.ref,
+        reg.ref("os:1"),
+        "--authfile",
+        bad,
+        "--cert-dir",
+        reg.cert_dir,
+    )
     assert r.code == 1
     lines = r.err.strip().splitlines()
     assert lines[-1].startswith("ocitree: error: the registry refused the credentials")
@@ -81,8 +128,16 @@ def test_unknown_ca_is_one_line_with_a_hint(
     capsys: pytest.CaptureFixture[str], sample: Committed, secure_registry: Registry
 ) -> None:
     reg = secure_registry
-    r = ocitree(capsys, "encapsulate", "--repo", sample.repo, sample.ref, reg.ref("os:1"),
-                "--authfile", reg.authfile)
+    r = ocitree(
+        capsys,
+        "encapsulate",
+        "--repo",
+        sample.repo,
+        sample.ref,
+        reg.ref("os:1"),
+        "--authfile",
+        reg.authfile,
+    )
     assert r.code == 1
     last = r.err.strip().splitlines()[-1]
     assert "TLS certificate is not trusted" in last and "--cert-dir" in last
@@ -94,6 +149,13 @@ def test_plain_http_registry_needs_tls_verify_false(
 ) -> None:
     r = ocitree(capsys, "encapsulate", "--repo", sample.repo, sample.ref, registry.ref("os:1"))
     assert r.code == 1 and "--tls-verify=false" in r.err
-    r = ocitree(capsys, "encapsulate", "--repo", sample.repo, sample.ref, registry.ref("os:1"),
-                "--tls-verify=false")
+    r = ocitree(
+        capsys,
+        "encapsulate",
+        "--repo",
+        sample.repo,
+        sample.ref,
+        registry.ref("os:1"),
+        "--tls-verify=false",
+    )
     assert r.code == 0, r.err

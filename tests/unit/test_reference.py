@@ -14,7 +14,12 @@ from ocitree.oci.reference import ImageReference, OstreeImageReference, Signatur
         ("oci:/tmp/x", Transport.OCI, "/tmp/x", None),
         ("oci:/tmp/x:v1", Transport.OCI, "/tmp/x", "v1"),
         ("oci-archive:a.tar:latest", Transport.OCI_ARCHIVE, "a.tar", "latest"),
-        ("docker://127.0.0.1:5000/os/base:8.7", Transport.REGISTRY, "127.0.0.1:5000/os/base:8.7", None),
+        (
+            "docker://127.0.0.1:5000/os/base:8.7",
+            Transport.REGISTRY,
+            "127.0.0.1:5000/os/base:8.7",
+            None,
+        ),
         ("registry:quay.io/os:1", Transport.REGISTRY, "quay.io/os:1", None),
         ("containers-storage:localhost/os:1", Transport.CONTAINERS_STORAGE, "localhost/os:1", None),
     ],
@@ -25,10 +30,14 @@ def test_parse(text: str, transport: Transport, name: str, tag: str | None) -> N
 
 
 def test_registry_spelled_either_way_is_the_same() -> None:
-    assert str(ImageReference.parse("registry:h:1/a:b")) == str(ImageReference.parse("docker://h:1/a:b"))
+    assert str(ImageReference.parse("registry:h:1/a:b")) == str(
+        ImageReference.parse("docker://h:1/a:b")
+    )
 
 
-@pytest.mark.parametrize("text", ["ftp://x", "quay.io/os:1", "docker://UPPER/Case", "oci:", "docker://a/b:t@x"])
+@pytest.mark.parametrize(
+    "text", ["ftp://x", "quay.io/os:1", "docker://UPPER/Case", "oci:", "docker://a/b:t@x"]
+)
 def test_bad_references(text: str) -> None:
     with pytest.raises(UserError):
         ImageReference.parse(text)

@@ -31,15 +31,26 @@ def test_long_names_links_and_xattrs_survive() -> None:
     def build(tar: TarWriter) -> None:
         tar.add_dir("usr", 0o755)
         tar.add_data(long_name, b"xattrs", mode=0o600, uid=12, gid=34)
-        tar.add_file("usr/f", 5, io.BytesIO(b"hello"), 0o4755, 0, 0,
-                     xattrs=((b"user.a", b"\x00\xffbin"), (b"security.capability", b"cap")))
+        tar.add_file(
+            "usr/f",
+            5,
+            io.BytesIO(b"hello"),
+            0o4755,
+            0,
+            0,
+            xattrs=((b"user.a", b"\x00\xffbin"), (b"security.capability", b"cap")),
+        )
         tar.add_symlink("usr/l", long_target)
         tar.add_hardlink("usr/h", "usr/f", 0o755, 0, 0)
 
     members, data = _roundtrip(build)
     assert members["usr"].isdir()
     assert data[long_name] == b"xattrs"
-    assert (members[long_name].uid, members[long_name].gid, members[long_name].mode) == (12, 34, 0o600)
+    assert (members[long_name].uid, members[long_name].gid, members[long_name].mode) == (
+        12,
+        34,
+        0o600,
+    )
     f = members["usr/f"]
     assert f.mode == 0o4755 and data["usr/f"] == b"hello"
     assert f.pax_headers["SCHILY.xattr.user.a"].encode("utf-8", "surrogateescape") == b"\x00\xffbin"

@@ -29,13 +29,21 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--repo", type=Path, required=True, help="the ostree repository")
     p.add_argument("ref", metavar="REF", help="ref or commit checksum")
-    p.add_argument("dest", metavar="DEST",
-                   help="oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker://HOST/NAME:TAG")
+    p.add_argument(
+        "dest",
+        metavar="DEST",
+        help="oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker://HOST/NAME:TAG",
+    )
     add_chunking_options(p)
     p.add_argument("--compression", choices=[c.value for c in Compression], default="gzip")
     p.add_argument("--compression-level", type=int, help="gzip 1-9 (6), zstd 1-19 (3)")
-    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
-                   help="add a label to the image config (repeatable)")
+    p.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="add a label to the image config (repeatable)",
+    )
     p.add_argument("--arch", help="image architecture (default: from the commit's kernel)")
     p.add_argument("--tmpdir", type=Path, help="where to stage an image before pushing it")
     add_registry_options(p)
@@ -44,13 +52,21 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def add_chunking_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-layers", type=int, default=64,
-                   help="most chunk layers, one of them reserved (default: 64)")
-    p.add_argument("--previous", metavar="IMAGE",
-                   help="keep this earlier image's component→layer assignment")
-    p.add_argument("--contentmeta", type=Path, metavar="FILE",
-                   help="rpm-ostree component metadata (JSON, may be gzipped) for change "
-                   "frequencies")
+    p.add_argument(
+        "--max-layers",
+        type=int,
+        default=64,
+        help="most chunk layers, one of them reserved (default: 64)",
+    )
+    p.add_argument(
+        "--previous", metavar="IMAGE", help="keep this earlier image's component→layer assignment"
+    )
+    p.add_argument(
+        "--contentmeta",
+        type=Path,
+        metavar="FILE",
+        help="rpm-ostree component metadata (JSON, may be gzipped) for change frequencies",
+    )
 
 
 def chunking_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -86,19 +102,27 @@ def run(args: argparse.Namespace) -> int:
     with staged(dest, regopts, tmpdir=args.tmpdir) as target:
         result = encapsulate(repo, args.ref, target.layout, target.tag, opts)
     if args.json:
-        print_json({
-            "commit": result.commit,
-            "destination": str(dest),
-            "manifest": result.manifest.digest,
-            "config": result.config.digest,
-            "layers": [
-                {"digest": li.blob.digest, "size": li.blob.size, "diff_id": li.blob.diff_id,
-                 "components": list(li.components) if li.components is not None else None}
-                for li in result.layers
-            ],
-        })
+        print_json(
+            {
+                "commit": result.commit,
+                "destination": str(dest),
+                "manifest": result.manifest.digest,
+                "config": result.config.digest,
+                "layers": [
+                    {
+                        "digest": li.blob.digest,
+                        "size": li.blob.size,
+                        "diff_id": li.blob.diff_id,
+                        "components": list(li.components) if li.components is not None else None,
+                    }
+                    for li in result.layers
+                ],
+            }
+        )
     elif not args.quiet:
         total = sum(li.blob.size for li in result.layers)
-        print(f"{dest}: commit {result.commit[:12]}, {len(result.layers)} layers, "
-              f"{human_size(total)}, manifest {result.manifest.digest}")
+        print(
+            f"{dest}: commit {result.commit[:12]}, {len(result.layers)} layers, "
+            f"{human_size(total)}, manifest {result.manifest.digest}"
+        )
     return 0

@@ -14,7 +14,9 @@ from ocitree.oci.reference import ImageReference
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "inspect", parents=[common], help="show an image's commit, version and layers",
+        "inspect",
+        parents=[common],
+        help="show an image's commit, version and layers",
         description="Show the ostree commit, version, bootability and layers of an image.",
         epilog="example: ocitree inspect docker://127.0.0.1:5000/os:1",
     )
@@ -30,20 +32,25 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(info.as_dict())
         return 0
-    print_fields([
-        ("Image", str(ref)),
-        ("Manifest", info.manifest_digest),
-        ("Commit", info.commit or "(not an ostree image)"),
-        ("Version", info.version or "-"),
-        ("Bootable", "yes" if info.bootable else "no"),
-        ("Created", info.created or "-"),
-        ("Architecture", info.architecture),
-        ("Size", human_size(sum(layer.size for layer in info.layers))),
-    ])
+    print_fields(
+        [
+            ("Image", str(ref)),
+            ("Manifest", info.manifest_digest),
+            ("Commit", info.commit or "(not an ostree image)"),
+            ("Version", info.version or "-"),
+            ("Bootable", "yes" if info.bootable else "no"),
+            ("Created", info.created or "-"),
+            ("Architecture", info.architecture),
+            ("Size", human_size(sum(layer.size for layer in info.layers))),
+        ]
+    )
     rows = []
     for i, layer in enumerate(info.layers):
-        comps = layer.kind if layer.components is None else (
-            ", ".join(layer.components) or "(reserved)")
+        comps = (
+            layer.kind
+            if layer.components is None
+            else (", ".join(layer.components) or "(reserved)")
+        )
         if len(comps) > 60:
             comps = comps[:57] + "..."
         rows.append([str(i), human_size(layer.size), layer.digest[7:19], comps])

@@ -25,10 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     for p in (parser, common):
         default = False if p is parser else argparse.SUPPRESS
-        p.add_argument("--debug", action="store_true", default=default,
-                       help="show command lines, timings and tracebacks")
-        p.add_argument("-q", "--quiet", action="store_true", default=default,
-                       help="only print errors")
+        p.add_argument(
+            "--debug",
+            action="store_true",
+            default=default,
+            help="show command lines, timings and tracebacks",
+        )
+        p.add_argument(
+            "-q", "--quiet", action="store_true", default=default, help="only print errors"
+        )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (encapsulate_cmd, plan_cmd, push_cmd, inspect_cmd):
         module.register(sub, common)

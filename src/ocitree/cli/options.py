@@ -10,11 +10,18 @@ from ocitree.oci.skopeo import RegistryOptions
 
 def add_registry_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("registry access")
-    g.add_argument("--authfile", type=Path,
-                   help="containers auth.json (default: skopeo's lookup, e.g. "
-                   "$XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json)")
-    g.add_argument("--tls-verify", default="true", choices=["true", "false"],
-                   help="verify the registry's TLS certificate (default: true)")
+    g.add_argument(
+        "--authfile",
+        type=Path,
+        help="containers auth.json (default: skopeo's lookup, e.g. "
+        "$XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json)",
+    )
+    g.add_argument(
+        "--tls-verify",
+        default="true",
+        choices=["true", "false"],
+        help="verify the registry's TLS certificate (default: true)",
+    )
     g.add_argument("--cert-dir", type=Path, help="directory with the registry's ca.crt")
 
 

@@ -25,7 +25,9 @@ from ocitree.ostree.repo import Repo
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "plan", parents=[common], help="show the layer plan and the expected update download",
+        "plan",
+        parents=[common],
+        help="show the layer plan and the expected update download",
         description="Show how a commit's components are split into layers and how many "
         "bytes a device is expected to download per weekly update.",
         epilog="examples: ocitree plan --repo repo rhel/8/x86_64/edge; "
@@ -56,36 +58,50 @@ def run(args: argparse.Namespace) -> int:
     ideal = ideal_download(components)
     single = single_layer_download(components)
     prob = {c.name: c.probability for c in components}
-    layers = []
+    layers: list[dict[str, Any]] = []
     for chunk in chunks:
         p_none = 1.0
         for name in chunk.components:
             p_none *= 1.0 - prob[name]
-        layers.append({"components": list(chunk.components), "size": chunk.size,
-                       "change_probability": 1.0 - p_none})
+        layers.append(
+            {
+                "components": list(chunk.components),
+                "size": chunk.size,
+                "change_probability": 1.0 - p_none,
+            }
+        )
     total = sum(c.size for c in components)
     if args.json:
-        print_json({
-            "layers": layers, "total_size": total, "expected_download": expected,
-            "ideal_download": ideal, "single_layer_download": single,
-            "components": len(components),
-        })
+        print_json(
+            {
+                "layers": layers,
+                "total_size": total,
+                "expected_download": expected,
+                "ideal_download": ideal,
+                "single_layer_download": single,
+                "components": len(components),
+            }
+        )
         return 0
     rows = []
     for i, layer in enumerate(layers, 1):
         names = ", ".join(layer["components"]) or "(reserved for new packages)"
         if len(names) > 70:
             names = names[:67] + "..."
-        rows.append([str(i), human_size(layer["size"]), f"{layer['change_probability']:.2f}",
-                     names])
-    print_table("Chunk layers (after the commit layer)", ["#", "Size", "P(change)", "Components"],
-                rows)
+        rows.append(
+            [str(i), human_size(layer["size"]), f"{layer['change_probability']:.2f}", names]
+        )
+    print_table(
+        "Chunk layers (after the commit layer)", ["#", "Size", "P(change)", "Components"], rows
+    )
     print()
-    print_fields([
-        ("Components", str(len(components))),
-        ("Content", human_size(total)),
-        ("Expected download per weekly update", human_size(expected)),
-        ("Ideal (one layer per component)", human_size(ideal)),
-        ("One single layer", human_size(single)),
-    ])
+    print_fields(
+        [
+            ("Components", str(len(components))),
+            ("Content", human_size(total)),
+            ("Expected download per weekly update", human_size(expected)),
+            ("Ideal (one layer per component)", human_size(ideal)),
+            ("One single layer", human_size(single)),
+        ]
+    )
     return 0

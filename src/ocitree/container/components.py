@@ -27,6 +27,7 @@ from ocitree.ostree.repo import ContentObject, Repo
 
 RPMDB_DIRS = ("usr/share/rpm", "usr/lib/sysimage/rpm")
 YEAR = 365 * 24 * 3600
+_DB_FILES = ("rpmdb.sqlite", "Packages", "Packages.db")  # sqlite, bdb, ndb
 _UNPACKAGED_DEPTH = 3
 
 
@@ -54,14 +55,16 @@ def component_xattr(obj: ContentObject) -> str | None:
 
 def read_rpmdb(repo: Repo, files: Mapping[str, str]) -> list[Package]:
     """Read the packages of the commit's rpmdb, if it has one."""
-    db_dir = next((d for d in RPMDB_DIRS if any(p.startswith(d + "/") for p in files)), None)
+    db_dir = next((d for d in RPMDB_DIRS if any(f"{d}/{n}" in files for n in _DB_FILES)), None)
     if db_dir is None:
         return []
     try:
         import rpm
     except ImportError:
-        logger.warning("the commit has an rpmdb but the rpm Python module is missing; "
-                       "install python3-rpm for per-package layers")
+        logger.warning(
+            "the commit has an rpmdb but the rpm Python module is missing; "
+            "install python3-rpm for per-package layers"
+        )
         return []
     with tempfile.TemporaryDirectory(prefix="ocitree-rpmdb-") as tmp:
         dest = Path(tmp) / db_dir
@@ -92,6 +95,8 @@ def read_rpmdb(repo: Repo, files: Mapping[str, str]) -> list[Package]:
                     )
                 )
             ts.closeDB()
+            if not packages:
+                logger.warning("the rpmdb in /%s lists no packages", db_dir)
         except rpm.error as e:
             raise UserError(f"cannot read the rpmdb in /{db_dir} of the commit: {e}") from e
         finally:
@@ -154,9 +159,9 @@ def assign(
     for pkg in packages:
         changelogs[pkg.name] = pkg.changelog_times
         for f in pkg.files:
-            csum = files.get(_tree_path(f, root_links))
-            if csum is not None and csum not in owner:
-                owner[csum] = pkg.name
+            claimed = files.get(_tree_path(f, root_links))
+            if claimed is not None and claimed not in owner:
+                owner[claimed] = pkg.name
     # 3. everything else, by directory (sorted so the first path of an object decides)
     for path in sorted(files):
         csum = files[path]

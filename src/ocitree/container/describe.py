@@ -54,10 +54,15 @@ def describe(image: Image) -> ImageSummary:
             kind = "ostree chunk"
         else:
             kind = "derived"
-        layers.append(LayerSummary(
-            layer["digest"], int(layer["size"]), layer.get("mediaType", ""), kind,
-            tuple(c for c in comps.split(",") if c) if comps is not None else None,
-        ))
+        layers.append(
+            LayerSummary(
+                layer["digest"],
+                int(layer["size"]),
+                layer.get("mediaType", ""),
+                kind,
+                tuple(c for c in comps.split(",") if c) if comps is not None else None,
+            )
+        )
     return ImageSummary(
         manifest_digest=image.manifest_digest,
         commit=labels.get("ostree.commit"),

@@ -34,8 +34,15 @@ BOOTC_LABEL = "containers.bootc"
 LINUX_LABEL = "ostree.linux"
 VERSION_LABEL = "org.opencontainers.image.version"
 
-_ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "ppc64le": "ppc64le", "s390x": "s390x",
-           "riscv64": "riscv64", "amd64": "amd64", "arm64": "arm64"}
+_ARCHES = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+    "amd64": "amd64",
+    "arm64": "arm64",
+}
 
 
 @dataclass(frozen=True)
@@ -76,9 +83,7 @@ class EncapsulateResult:
     layers: list[LayerInfo]
 
 
-def read_commit_content(
-    repo: Repo, rev: str, *, contentmeta: Path | None = None
-) -> CommitContent:
+def read_commit_content(repo: Repo, rev: str, *, contentmeta: Path | None = None) -> CommitContent:
     """Walk the commit's tree, load each content object's header, assign components."""
     checksum = repo.resolve(rev)
     commit = repo.commit(checksum)
@@ -97,7 +102,11 @@ def read_commit_content(
     }
     freqs = load_frequencies(contentmeta) if contentmeta else None
     ownership = assign(
-        repo, files, objects, root_links=root_links, commit_time=commit.timestamp,
+        repo,
+        files,
+        objects,
+        root_links=root_links,
+        commit_time=commit.timestamp,
         frequencies=freqs,
     )
     return CommitContent(commit, dirs, files, objects, ownership)
@@ -125,8 +134,11 @@ def detect_arch(content: CommitContent, explicit: str | None) -> str:
         return _ARCHES.get(explicit, explicit)
     kver = content.commit.metadata.get(LINUX_LABEL)
     candidates = [kver] if isinstance(kver, str) else []
-    candidates += [p.split("/")[3] for p, _, _ in content.dirs if p.count("/") == 3
-                   and p.startswith("usr/lib/modules/")]
+    candidates += [
+        p.split("/")[3]
+        for p, _, _ in content.dirs
+        if p.count("/") == 3 and p.startswith("usr/lib/modules/")
+    ]
     for k in candidates:
         suffix = k.rsplit(".", 1)[-1]
         if suffix in _ARCHES:
@@ -161,8 +173,9 @@ def encapsulate(
         for i, chunk in enumerate(chunks, 1):
             csums = sorted(c for name in chunk.components for c in by_component.get(name, []))
             with step(f"Writing layer {i}/{len(chunks)}: {chunk_title(chunk.components)}"):
-                blob = _write_chunk_layer(repo, content, csums, paths_of, layout,
-                                          opts.compression, level)
+                blob = _write_chunk_layer(
+                    repo, content, csums, paths_of, layout, opts.compression, level
+                )
             written.append(blob)
             chunk_layers.append(LayerInfo(blob, chunk.components, chunk_title(chunk.components)))
         result = _write_manifest(content, layout, tag, layer0, chunk_layers, opts)
@@ -205,19 +218,28 @@ def _write_commit_layer(
         for path, tree, meta in content.dirs:
             if meta not in seen_meta:
                 seen_meta.add(meta)
-                tar.add_data(ostree_tar.object_path(meta, ObjectType.DIRMETA),
-                             repo.read_metadata(ObjectType.DIRMETA, meta))
+                tar.add_data(
+                    ostree_tar.object_path(meta, ObjectType.DIRMETA),
+                    repo.read_metadata(ObjectType.DIRMETA, meta),
+                )
             if tree not in seen_tree:
                 seen_tree.add(tree)
-                tar.add_data(ostree_tar.object_path(tree, ObjectType.DIRTREE),
-                             repo.read_metadata(ObjectType.DIRTREE, tree))
+                tar.add_data(
+                    ostree_tar.object_path(tree, ObjectType.DIRTREE),
+                    repo.read_metadata(ObjectType.DIRTREE, tree),
+                )
             # The tar stream already has sysroot/ (the repo skeleton lives there).
             if path == "" or path == "sysroot" or path.startswith("sysroot/"):
                 continue
             has_var_tmp = has_var_tmp or path == "var/tmp"
             dm = repo.dirmeta(meta)
-            tar.add_dir(ostree_tar.checkout_path(path), dm.mode, dm.uid, dm.gid,
-                        ostree_tar.pax_xattrs(dm.xattrs))
+            tar.add_dir(
+                ostree_tar.checkout_path(path),
+                dm.mode,
+                dm.uid,
+                dm.gid,
+                ostree_tar.pax_xattrs(dm.xattrs),
+            )
         if not has_var_tmp:
             # Container runtimes expect /var/tmp; ostree trees create it at boot.
             tar.add_dir("var/tmp", 0o1777)
@@ -289,7 +311,8 @@ def _write_manifest(
         "layers": [
             descriptor(
                 li.blob,
-                None if li.components is None
+                None
+                if li.components is None
                 else {COMPONENTS_ANNOTATION: ",".join(sorted(li.components))},
             )
             for li in layers
@@ -298,8 +321,9 @@ def _write_manifest(
     }
     manifest_blob = layout.write_json_blob(manifest, MANIFEST_TYPE)
     layout.add_manifest(manifest_blob, tag, {"architecture": arch, "os": "linux"})
-    logger.info("Wrote %s with %d layers (%s)", commit.checksum[:12], len(layers),
-                manifest_blob.digest)
+    logger.info(
+        "Wrote %s with %d layers (%s)", commit.checksum[:12], len(layers), manifest_blob.digest
+    )
     return EncapsulateResult(commit.checksum, manifest_blob, config_blob, layers)
 
 

@@ -14,9 +14,7 @@ import tarfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
-
-
+from typing import IO, Any, cast
 
 from ocitree.container.ostree_tar import REPO_PREFIX
 from ocitree.errors import ImageFormatError, UserError
@@ -64,14 +62,17 @@ class _DigestReader:
 class _Decompressor:
     def __init__(self, src: _DigestReader, media_type: str) -> None:
         self._src = src
-        self._kind = "gzip" if media_type.endswith("gzip") else (
-            "zstd" if "zstd" in media_type else "none")
+        self._kind = (
+            "gzip" if media_type.endswith("gzip") else ("zstd" if "zstd" in media_type else "none")
+        )
         self._z: zlib._Decompress | None = zlib.decompressobj(31) if self._kind == "gzip" else None
         self._zstd: IO[bytes] | None = None
         if self._kind == "zstd":
             import zstandard
 
-            self._zstd = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
+            self._zstd = zstandard.ZstdDecompressor().stream_reader(
+                cast(IO[bytes], src), read_across_frames=True
+            )
         self._buf = b""
 
     def read(self, n: int = -1) -> bytes:
@@ -97,7 +98,7 @@ class _Decompressor:
         return data
 
 
-def ostree_layers(image: Image) -> list[dict[str, str]]:
+def ostree_layers(image: Image) -> list[dict[str, Any]]:
     """The manifest's layers that are ostree chunks (up to ``ostree.final-diffid``)."""
     layers = list(image.manifest.get("layers", []))
     diff_ids = list(image.config.get("rootfs", {}).get("diff_ids", []))
@@ -115,7 +116,9 @@ def ostree_layers(image: Image) -> list[dict[str, str]]:
     return layers[: diff_ids.index(final) + 1]
 
 
-def import_from_layout(layout: OciLayout, image: Image, repo: Repo, ref: str | None) -> ImportResult:
+def import_from_layout(
+    layout: OciLayout, image: Image, repo: Repo, ref: str | None
+) -> ImportResult:
     """Import the ostree layers of ``image`` from ``layout`` into ``repo``."""
     layers = ostree_layers(image)
     imp = _Importer(repo)
@@ -151,7 +154,7 @@ class _Importer:
                 name = member.name.removeprefix("./")
                 if not name.startswith(_OBJECTS):
                     continue
-                rel = name[len(_OBJECTS):]
+                rel = name[len(_OBJECTS) :]
                 try:
                     prefix, rest = rel.split("/")
                     stem, objtype = rest.split(".", 1)
@@ -166,8 +169,9 @@ class _Importer:
         f = tf.extractfile(member)
         return f.read() if f is not None else b""
 
-    def _entry(self, tf: tarfile.TarFile, m: tarfile.TarInfo, csum: str, objtype: str,
-               name: str) -> None:
+    def _entry(
+        self, tf: tarfile.TarFile, m: tarfile.TarInfo, csum: str, objtype: str, name: str
+    ) -> None:
         if objtype in _META_TYPES:
             gtype, sig = _META_TYPES[objtype]
             data = self._read(tf, m)
@@ -207,7 +211,9 @@ class _Importer:
             if m.issym():
                 self.repo.gi.write_symlink(csum, m.uid, m.gid, xv, m.linkname, None)
             elif m.isreg():
-                writer = self.repo.gi.write_regfile(csum, m.uid, m.gid, 0o100000 | m.mode, m.size, xv)
+                writer = self.repo.gi.write_regfile(
+                    csum, m.uid, m.gid, 0o100000 | m.mode, m.size, xv
+                )
                 f = tf.extractfile(m)
                 assert f is not None
                 for chunk in _chunks(f):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+
 class Writable(Protocol):
     def write(self, data: bytes, /) -> object: ...
 
@@ -118,12 +119,19 @@ class TarWriter:
         parts.append(_header(bname, mode & 0o7777, uid, gid, size, typeflag, blink))
         self._write(b"".join(parts))
 
-    def add_dir(self, name: str, mode: int = 0o755, uid: int = 0, gid: int = 0,
-                xattrs: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    def add_dir(
+        self,
+        name: str,
+        mode: int = 0o755,
+        uid: int = 0,
+        gid: int = 0,
+        xattrs: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
         self._entry_header(name, mode, uid, gid, 0, DIRTYPE, xattrs=xattrs)
 
-    def add_data(self, name: str, data: bytes, mode: int = 0o644, uid: int = 0,
-                 gid: int = 0) -> None:
+    def add_data(
+        self, name: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0
+    ) -> None:
         self._entry_header(name, mode, uid, gid, len(data), REGTYPE)
         self._write(data + _pad(len(data)))
 
@@ -150,8 +158,15 @@ class TarWriter:
             remaining -= len(chunk)
         self._write(_pad(size))
 
-    def add_symlink(self, name: str, target: str, uid: int = 0, gid: int = 0,
-                    mode: int = 0o777, xattrs: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    def add_symlink(
+        self,
+        name: str,
+        target: str,
+        uid: int = 0,
+        gid: int = 0,
+        mode: int = 0o777,
+        xattrs: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
         self._entry_header(name, mode, uid, gid, 0, SYMTYPE, target, xattrs)
 
     def add_hardlink(self, name: str, target: str, mode: int, uid: int, gid: int) -> None:
@@ -159,5 +174,3 @@ class TarWriter:
 
     def finish(self) -> None:
         self._write(_ZEROS * 2)
-
-

@@ -70,13 +70,19 @@ def pack_archive(layout_dir: Path, dest: Path) -> None:
             for root, dirs, files in os.walk(layout_dir):
                 dirs.sort()
                 rel = Path(root).relative_to(layout_dir)
-                if rel != Path("."):
+                if rel != Path():
                     tar.add_dir(str(rel))
                 for name in sorted(files):
                     p = Path(root) / name
                     with p.open("rb") as f:
-                        tar.add_file(str(rel / name) if rel != Path(".") else name,
-                                     p.stat().st_size, f, 0o644, 0, 0)
+                        tar.add_file(
+                            str(rel / name) if rel != Path() else name,
+                            p.stat().st_size,
+                            f,
+                            0o644,
+                            0,
+                            0,
+                        )
             tar.finish()
             out.flush()
             os.fsync(out.fileno())

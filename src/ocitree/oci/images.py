@@ -27,7 +27,11 @@ def read_image(ref: ImageReference, opts: RegistryOptions | None = None) -> Imag
         raise UserError(f"{ref} is a multi-platform index", hint="name the platform's digest")
     cfg_raw = inspect_raw(ref, opts, config=True)
     return Image(
-        "sha256:" + hashlib.sha256(raw).hexdigest(), manifest, raw, _loads(cfg_raw, str(ref)), cfg_raw
+        "sha256:" + hashlib.sha256(raw).hexdigest(),
+        manifest,
+        raw,
+        _loads(cfg_raw, str(ref)),
+        cfg_raw,
     )
 
 
@@ -43,7 +47,7 @@ def _loads(raw: bytes, what: str) -> dict[str, object]:
 
 def _read_archive(path: Path, tag: str | None) -> Image:
     try:
-        tf = tarfile.open(path, "r:")
+        tf = tarfile.open(path, "r:")  # noqa: SIM115 (closed by the with below)
     except FileNotFoundError as e:
         raise UserError(f"{path} does not exist") from e
     except tarfile.TarError as e:

@@ -10,6 +10,7 @@ byte-identical on any machine.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import os
@@ -196,10 +197,9 @@ class LayerWriter:
         for f in self._pending:
             f.cancel()
         self._pending.clear()
-        try:
+        # Closing flushes the buffer, which fails when the disk is full; the file goes anyway.
+        with contextlib.suppress(OSError):
             self._out.close()
-        except OSError:
-            pass  # e.g. ENOSPC flushing the buffer: the file is discarded anyway
         self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> LayerWriter:

@@ -84,7 +84,11 @@ class OciLayout:
 
     def blob_path(self, digest: str) -> Path:
         algo, _, hexpart = digest.partition(":")
-        if algo != "sha256" or len(hexpart) != 64 or not all(c in "0123456789abcdef" for c in hexpart):
+        if (
+            algo != "sha256"
+            or len(hexpart) != 64
+            or not all(c in "0123456789abcdef" for c in hexpart)
+        ):
             raise ImageFormatError(f"unsupported or malformed digest {digest!r}")
         return self.blobs / hexpart
 

@@ -48,9 +48,9 @@ class ImageReference:
 
     @classmethod
     def parse(cls, text: str) -> ImageReference:
-        for prefix, transport in _PREFIXES.items():
+        for prefix, candidate in _PREFIXES.items():
             if text.startswith(prefix):
-                rest = text[len(prefix) :]
+                rest, transport = text[len(prefix) :], candidate
                 break
         else:
             raise UserError(
@@ -125,10 +125,10 @@ class OstreeImageReference:
             prefix = mode.value + ":"
             if text.startswith(prefix):
                 rest = text.removeprefix(prefix)
-                remote = None
                 if mode is SignatureMode.REMOTE:
-                    remote, _, rest = rest.partition(":")
-                return cls(mode, ImageReference.parse(rest), remote)
+                    name, _, rest = rest.partition(":")
+                    return cls(mode, ImageReference.parse(rest), name)
+                return cls(mode, ImageReference.parse(rest))
         raise UserError(
             f"{text!r} is not an ostree image reference",
             hint="use e.g. ostree-unverified-registry:HOST/NAME:TAG or "

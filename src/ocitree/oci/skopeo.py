@@ -41,13 +41,19 @@ def explain(err: CommandError, ref: ImageReference | None = None) -> UserError:
     lower = text.lower()
     where = f" for {ref}" if ref else ""
     host = ref.registry_host if ref else None
-    if "unauthorized" in lower or "authentication required" in lower or "invalid username/password" in lower:
+    if (
+        "unauthorized" in lower
+        or "authentication required" in lower
+        or "invalid username/password" in lower
+    ):
         return UserError(
             f"the registry refused the credentials{where}",
             hint="check the user and password in the auth file (--authfile, or "
             f"'skopeo login {host or 'HOST'}')",
         )
-    if "x509" in lower or "certificate" in lower and ("unknown authority" in lower or "not trusted" in lower):
+    if "x509" in lower or (
+        "certificate" in lower and ("unknown authority" in lower or "not trusted" in lower)
+    ):
         return UserError(
             f"the registry's TLS certificate is not trusted{where}",
             hint="pass --cert-dir DIR holding the registry's CA as ca.crt, or put it in "
@@ -59,14 +65,20 @@ def explain(err: CommandError, ref: ImageReference | None = None) -> UserError:
             hint="pass --tls-verify=false for a registry without TLS",
         )
     if "connection refused" in lower or "no such host" in lower or "i/o timeout" in lower:
-        return UserError(f"cannot reach the registry{where}", hint="is it running, and the address right?")
+        return UserError(
+            f"cannot reach the registry{where}", hint="is it running, and the address right?"
+        )
     if "manifest unknown" in lower or "name unknown" in lower or "not found" in lower:
         return UserError(f"image not found{where}", hint="check the name and tag")
     if "no space left on device" in lower:
         return UserError(f"no space left on device while copying{where}")
-    if "signature" in lower and ("reject" in lower or "not signed" in lower or "no signature" in lower):
-        return UserError(f"signature verification failed{where}: {err.message}",
-                         hint="check containers-policy.json and the signing key")
+    if "signature" in lower and (
+        "reject" in lower or "not signed" in lower or "no signature" in lower
+    ):
+        return UserError(
+            f"signature verification failed{where}: {err.message}",
+            hint="check containers-policy.json and the signing key",
+        )
     return UserError(f"skopeo failed{where}: {_last_line(text) or err.message}")
 
 

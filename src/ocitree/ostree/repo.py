@@ -15,12 +15,15 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from types import TracebackType
+from typing import IO, Any, Protocol
 
 import gi
 
 gi.require_version("OSTree", "1.0")
-from gi.repository import Gio, GLib, OSTree  # noqa: E402
+from gi.repository import Gio  # noqa: E402
+from gi.repository import GLib as GLib  # noqa: E402  (re-exported, version pinned above)
+from gi.repository import OSTree as OSTree  # noqa: E402
 
 from ocitree.errors import UserError  # noqa: E402
 
@@ -59,6 +62,20 @@ _GI_TYPES = {
 }
 
 Xattrs = tuple[tuple[bytes, bytes], ...]
+
+
+class Reader(Protocol):
+    """A closable binary stream; ``read(n)`` may return fewer bytes, b"" at the end."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Reader: ...
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None, /
+    ) -> None: ...
 
 
 def object_relpath(checksum: str, objtype: ObjectType, *, archive: bool = False) -> str:
@@ -227,7 +244,9 @@ class Repo:
             subject=v.get_child_value(3).get_string(),
             body=v.get_child_value(4).get_string(),
             # ostree stores the timestamp big-endian inside the variant.
-            timestamp=int.from_bytes(v.get_child_value(5).get_uint64().to_bytes(8, sys.byteorder), "big"),
+            timestamp=int.from_bytes(
+                v.get_child_value(5).get_uint64().to_bytes(8, sys.byteorder), "big"
+            ),
             parent=parent.hex() if parent else None,
             root_tree=variant_bytes(v.get_child_value(6)).hex(),
             root_meta=variant_bytes(v.get_child_value(7)).hex(),
@@ -243,7 +262,9 @@ class Repo:
         files = []
         for i in range(fv.n_children()):
             c = fv.get_child_value(i)
-            files.append((c.get_child_value(0).get_string(), variant_bytes(c.get_child_value(1)).hex()))
+            files.append(
+                (c.get_child_value(0).get_string(), variant_bytes(c.get_child_value(1)).hex())
+            )
         dirs = []
         for i in range(dv.n_children()):
             c = dv.get_child_value(i)
@@ -284,7 +305,7 @@ class Repo:
             xattrs_variant=xraw,
         )
 
-    def open_content(self, obj: ContentObject) -> IO[bytes]:
+    def open_content(self, obj: ContentObject) -> Reader:
         """A binary stream of a regular file object's data."""
         if self.mode is RepoMode.ARCHIVE:
             path = self._objects / object_relpath(obj.checksum, ObjectType.FILE, archive=True)
@@ -320,7 +341,7 @@ class TreeEntry:
     meta: str
 
 
-class _InflateReader(IO[bytes]):
+class _InflateReader:
     """Reads the raw-deflate payload of an archive-mode ``.filez`` object.
 
     ``read(n)`` may return fewer than ``n`` bytes; it returns b"" only at the end.
@@ -349,11 +370,13 @@ class _InflateReader(IO[bytes]):
     def __enter__(self) -> _InflateReader:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None, /
+    ) -> None:
         self.close()
 
 
-class _GioReader(IO[bytes]):
+class _GioReader:
     def __init__(self, stream: Gio.InputStream) -> None:
         self._s = stream
 
@@ -375,7 +398,9 @@ class _GioReader(IO[bytes]):
     def __enter__(self) -> _GioReader:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None, /
+    ) -> None:
         self.close()
 
 
