@@ -30,8 +30,8 @@ $(STAMP_VENV): $(STAMP_APT) pyproject.toml
 	@touch $@
 
 lint: deps
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff format --check src tests bench examples
 	$(VENV)/bin/mypy
 
 test: deps
