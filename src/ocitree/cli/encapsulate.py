@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ocitree.cli.options import add_json, add_registry_options, human_size, registry_options
-from ocitree.cli.output import print_json
+from ocitree.cli.output import print_json, progress_bar
 from ocitree.container.encapsulate import EncapsulateOptions, encapsulate, previous_chunks
 from ocitree.errors import UserError
 from ocitree.oci.destination import staged
@@ -99,8 +99,11 @@ def run(args: argparse.Namespace) -> int:
         **chunking_options(args),
     )
     regopts = registry_options(args)
-    with staged(dest, regopts, tmpdir=args.tmpdir) as target:
-        result = encapsulate(repo, args.ref, target.layout, target.tag, opts)
+    with (
+        staged(dest, regopts, tmpdir=args.tmpdir) as target,
+        progress_bar("Writing layers", enabled=not (args.quiet or args.json)) as progress,
+    ):
+        result = encapsulate(repo, args.ref, target.layout, target.tag, opts, progress)
     if args.json:
         print_json(
             {

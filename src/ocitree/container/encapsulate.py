@@ -10,7 +10,7 @@ give the same bytes, so the same digests, on any machine.
 from __future__ import annotations
 
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -147,10 +147,21 @@ def detect_arch(content: CommitContent, explicit: str | None) -> str:
     return _ARCHES.get(machine, machine)
 
 
+Progress = Callable[[int, int], None]
+
+
 def encapsulate(
-    repo: Repo, rev: str, layout: OciLayout, tag: str | None, opts: EncapsulateOptions
+    repo: Repo,
+    rev: str,
+    layout: OciLayout,
+    tag: str | None,
+    opts: EncapsulateOptions,
+    progress: Progress | None = None,
 ) -> EncapsulateResult:
-    """Write the commit ``rev`` of ``repo`` as an image into ``layout`` under ``tag``."""
+    """Write the commit ``rev`` of ``repo`` as an image into ``layout`` under ``tag``.
+
+    ``progress(done, total)`` is called with content bytes written so far, if given.
+    """
     level = opts.level if opts.level is not None else opts.compression.default_level
     opts.compression.check_level(level)
     with step(f"Reading commit {rev}"):
@@ -169,6 +180,8 @@ def encapsulate(
         with step("Writing the commit layer"):
             layer0 = _write_commit_layer(repo, content, layout, opts.compression, level)
             written.append(layer0)
+        total = sum(c.size for c in chunks)
+        done = 0
         chunk_layers: list[LayerInfo] = []
         for i, chunk in enumerate(chunks, 1):
             csums = sorted(c for name in chunk.components for c in by_component.get(name, []))
@@ -178,6 +191,9 @@ def encapsulate(
                 )
             written.append(blob)
             chunk_layers.append(LayerInfo(blob, chunk.components, chunk_title(chunk.components)))
+            done += chunk.size
+            if progress is not None:
+                progress(done, total)
         result = _write_manifest(content, layout, tag, layer0, chunk_layers, opts)
     except OSError as e:
         _remove_new_blobs(layout, written, existing)
