@@ -27,14 +27,30 @@ def _encapsulate(
     assert r.code == 0, r.err
 
 
-@pytest.mark.parametrize("mode", ["archive", "bare"])
+@pytest.mark.parametrize(
+    ("mode", "compression"),
+    [("archive", "gzip"), ("bare", "gzip"), ("bare-user", "gzip"), ("archive", "zstd")],
+)
 def test_roundtrip_rebuilds_the_same_commit(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], sample: Committed, mode: str
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    sample: Committed,
+    mode: str,
+    compression: str,
 ) -> None:
     repo = tmp_path / "repo"
     commit = commit_tree(sample.tree.path, repo, sample.ref, mode=mode)
     assert commit == sample.commit
-    r = ocitree(capsys, "encapsulate", "--repo", repo, sample.ref, f"oci:{tmp_path / 'img'}:v1")
+    r = ocitree(
+        capsys,
+        "encapsulate",
+        "--repo",
+        repo,
+        sample.ref,
+        f"oci:{tmp_path / 'img'}:v1",
+        "--compression",
+        compression,
+    )
     assert r.code == 0, r.err
     layout = OciLayout(tmp_path / "img")
     fresh = Repo.create(tmp_path / "fresh", RepoMode.BARE)

@@ -27,6 +27,8 @@ _META_TYPES = {
     "dirmeta": (OSTree.ObjectType.DIR_META, "(uuua(ayay))"),
 }
 _OBJECTS = REPO_PREFIX + "objects/"
+_XATTRS_V0 = REPO_PREFIX + "xattrs/"
+_MAX_XATTRS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,12 @@ def import_from_layout(
         for layer in layers:
             with layout.blob_path(layer["digest"]).open("rb") as f:
                 src = _DigestReader(f, layer["digest"])
-                imp.import_tar(_Decompressor(src, layer["mediaType"]))
-                src.verify()
+                try:
+                    imp.import_tar(_Decompressor(src, layer["mediaType"]))
+                    src.verify()
+                except (zlib.error, tarfile.TarError, EOFError) as e:
+                    src.verify()  # a digest mismatch is the better explanation
+                    raise ImageFormatError(f"layer {layer['digest']} is corrupt: {e}") from e
         if imp.commit is None:
             raise ImageFormatError("the image's first layer holds no commit object")
         if ref:
@@ -146,12 +152,16 @@ class _Importer:
         self.commit: str | None = None
         self.count = 0
         self._xattrs: dict[str, bytes] = {}  # content checksum -> a(ayay) bytes
-        self._xattr_objects: dict[str, bytes] = {}  # tar path of .file-xattrs -> bytes
+        # .file-xattrs objects (and v0's repo/xattrs/ files) by the sha256 of their bytes
+        self._xattr_objects: dict[str, bytes] = {}
 
     def import_tar(self, stream: _Decompressor) -> None:
         with tarfile.open(fileobj=stream, mode="r|") as tf:  # type: ignore[call-overload]
             for member in tf:
                 name = member.name.removeprefix("./")
+                if name.startswith(_XATTRS_V0) and member.isreg():
+                    self._cache_xattrs(tf, member, name[len(_XATTRS_V0) :])
+                    continue
                 if not name.startswith(_OBJECTS):
                     continue
                 rel = name[len(_OBJECTS) :]
@@ -164,6 +174,17 @@ class _Importer:
                 if len(checksum) != 64 or not all(c in "0123456789abcdef" for c in checksum):
                     raise ImageFormatError(f"malformed object path {name!r}")
                 self._entry(tf, member, checksum, objtype, name)
+
+    def _read_small(self, tf: tarfile.TarFile, m: tarfile.TarInfo, name: str) -> bytes:
+        if m.size > _MAX_XATTRS:
+            raise ImageFormatError(f"{name}: xattrs of {m.size} bytes are implausibly large")
+        return self._read(tf, m)
+
+    def _cache_xattrs(self, tf: tarfile.TarFile, m: tarfile.TarInfo, expected: str) -> None:
+        data = self._read_small(tf, m, m.name)
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise ImageFormatError(f"{m.name} does not match its checksum")
+        self._xattr_objects[expected] = data
 
     def _read(self, tf: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
         f = tf.extractfile(member)
@@ -187,15 +208,19 @@ class _Importer:
             v = GLib.Variant.new_from_bytes(GLib.VariantType("a{sv}"), GLib.Bytes.new(data), False)
             self.repo.gi.write_commit_detached_metadata(csum, v, None)
         elif objtype == "file-xattrs":
-            self._xattr_objects[name] = self._read(tf, m)
-        elif objtype == "file-xattrs-link":
+            self._cache_xattrs(tf, m, csum)
+        elif objtype in ("file-xattrs-link", "xattrs"):
+            # v1: the variant itself, or a hardlink to a .file-xattrs object;
+            # v0 ("<file>.xattrs"): a hardlink to repo/xattrs/<sha256>.
             if m.islnk():
-                target = m.linkname.removeprefix("./")
-                if target not in self._xattr_objects:
+                key = _xattrs_key(m.linkname)
+                if key not in self._xattr_objects:
                     raise ImageFormatError(f"{name} links to a missing xattrs object")
-                self._xattrs[csum] = self._xattr_objects[target]
+                self._xattrs[csum] = self._xattr_objects[key]
+            elif m.isreg() and objtype == "file-xattrs-link":
+                self._xattrs[csum] = self._read_small(tf, m, name)
             else:
-                self._xattrs[csum] = self._read(tf, m)
+                raise ImageFormatError(f"{name}: unexpected tar entry type for xattrs")
         elif objtype == "file":
             self._content(tf, m, csum, name)
         else:
@@ -224,6 +249,14 @@ class _Importer:
         except GLib.Error as e:
             raise ImageFormatError(f"object {csum} is corrupt: {e.message}") from e
         self.count += 1
+
+
+def _xattrs_key(linkname: str) -> str:
+    """The xattrs checksum a link names: ``objects/ab/cd….file-xattrs`` or ``xattrs/<sha>``."""
+    parts = linkname.removeprefix("./").split("/")
+    if len(parts) >= 2 and parts[-2] == "xattrs":
+        return parts[-1]
+    return (parts[-2] if len(parts) >= 2 else "") + parts[-1].split(".", 1)[0]
 
 
 def _chunks(f: IO[bytes]) -> Iterator[bytes]:
