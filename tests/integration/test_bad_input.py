@@ -139,3 +139,21 @@ def test_disk_full_in_existing_layout_keeps_the_old_image(
         _one_line_error(r.err, "No space left on device")
         assert sorted(p.name for p in (small / "img/blobs/sha256").iterdir()) == before
         assert (small / "img/index.json").read_bytes() == index
+
+
+def test_label_cannot_replace_ostree_labels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sample: Committed
+) -> None:
+    r = ocitree(
+        capsys,
+        "encapsulate",
+        "--repo",
+        sample.repo,
+        sample.ref,
+        f"oci:{tmp_path / 'o'}",
+        "--label",
+        "ostree.commit=0000",
+    )
+    assert r.code == 1
+    _one_line_error(r.err, "ostree.commit")
+    assert not (tmp_path / "o").exists()

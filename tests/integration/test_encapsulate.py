@@ -66,6 +66,9 @@ def test_format_facts(
 ) -> None:
     _encapsulate(capsys, sample, f"oci:{tmp_path}:v1")
     m = manifest(tmp_path, "v1")
+    # Blobs and the index are readable by anyone (rootless podman, a web server).
+    for p in [tmp_path / "index.json", tmp_path / "oci-layout", *tmp_path.glob("blobs/sha256/*")]:
+        assert p.stat().st_mode & 0o777 == 0o644, p
     cfg = json.loads((tmp_path / "blobs/sha256" / m["config"]["digest"][7:]).read_bytes())
     labels = cfg["config"]["Labels"]
     assert labels["ostree.commit"] == sample.commit

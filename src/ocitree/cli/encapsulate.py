@@ -83,6 +83,11 @@ def _labels(items: list[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UserError(f"--label {item!r} is not KEY=VALUE")
+        if key.startswith("ostree.") or key == "containers.bootc":
+            raise UserError(
+                f"--label {key} would replace a label ocitree derives from the commit",
+                hint="ostree.* and containers.bootc labels come from the commit itself",
+            )
         out[key] = value
     return out
 

@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("REF needs --repo")
         content = read_commit_content(Repo(args.repo), args.ref, contentmeta=args.contentmeta)
         components = sorted(content.ownership.components.values(), key=lambda c: c.name)
+    elif args.repo is not None:
+        raise UserError("--repo needs REF", hint="ocitree plan --repo REPO REF")
     elif args.contentmeta:
         components = load_contentmeta(args.contentmeta)
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,49 +175,63 @@ def encapsulate(
     for path in sorted(content.files):
         paths_of.setdefault(content.files[path], []).append(path)
 
-    existing = set(p.name for p in layout.blobs.iterdir()) if layout.blobs.is_dir() else set()
-    written: list[Blob] = []
+    existing = {p.name for p in layout.blobs.iterdir()} if layout.blobs.is_dir() else set()
+    # Layers complete in the background; at most _IN_FLIGHT of them are unfinished.
+    futures: list[Future[Blob]] = []
     try:
         with step("Writing the commit layer"):
-            layer0 = _write_commit_layer(repo, content, layout, opts.compression, level)
-            written.append(layer0)
+            futures.append(_write_commit_layer(repo, content, layout, opts.compression, level))
         total = sum(c.size for c in chunks)
         done = 0
-        chunk_layers: list[LayerInfo] = []
         for i, chunk in enumerate(chunks, 1):
             csums = sorted(c for name in chunk.components for c in by_component.get(name, []))
             with step(f"Writing layer {i}/{len(chunks)}: {chunk_title(chunk.components)}"):
-                blob = _write_chunk_layer(
-                    repo, content, csums, paths_of, layout, opts.compression, level
+                futures.append(
+                    _write_chunk_layer(
+                        repo, content, csums, paths_of, layout, opts.compression, level
+                    )
                 )
-            written.append(blob)
-            chunk_layers.append(LayerInfo(blob, chunk.components, chunk_title(chunk.components)))
+            if len(futures) > _IN_FLIGHT:
+                futures[-_IN_FLIGHT - 1].result()
             done += chunk.size
             if progress is not None:
                 progress(done, total)
-        result = _write_manifest(content, layout, tag, layer0, chunk_layers, opts)
+        blobs = [f.result() for f in futures]
+        chunk_layers = [
+            LayerInfo(blob, chunk.components, chunk_title(chunk.components))
+            for blob, chunk in zip(blobs[1:], chunks, strict=True)
+        ]
+        result = _write_manifest(content, layout, tag, blobs[0], chunk_layers, opts)
     except OSError as e:
-        _remove_new_blobs(layout, written, existing)
+        _remove_new_blobs(layout, futures, existing)
         raise UserError(
             f"writing the image to {layout.path} failed: {e.strerror or e}",
             hint="check free space and permissions of the destination",
         ) from e
     except BaseException:
-        _remove_new_blobs(layout, written, existing)
+        _remove_new_blobs(layout, futures, existing)
         raise
     return result
 
 
-def _remove_new_blobs(layout: OciLayout, blobs: list[Blob], existing: set[str]) -> None:
-    for b in blobs:
-        name = b.digest.removeprefix("sha256:")
+_IN_FLIGHT = 2
+
+
+def _remove_new_blobs(layout: OciLayout, futures: list[Future[Blob]], existing: set[str]) -> None:
+    """Undo a failed write: wait for the layers in flight, delete the blobs that are new."""
+    for f in futures:
+        try:
+            blob = f.result()
+        except BaseException:
+            continue  # that layer discarded its own temporary file
+        name = blob.digest.removeprefix("sha256:")
         if name not in existing:
             (layout.blobs / name).unlink(missing_ok=True)
 
 
 def _write_commit_layer(
     repo: Repo, content: CommitContent, layout: OciLayout, compression: Compression, level: int
-) -> Blob:
+) -> Future[Blob]:
     commit = content.commit
     with LayerWriter(layout.blobs, compression, level) as w:
         tar = TarWriter(w)
@@ -260,7 +275,7 @@ def _write_commit_layer(
             # Container runtimes expect /var/tmp; ostree trees create it at boot.
             tar.add_dir("var/tmp", 0o1777)
         tar.finish()
-        return w.finish()
+        return w.finish_async()
 
 
 def _write_chunk_layer(
@@ -271,7 +286,7 @@ def _write_chunk_layer(
     layout: OciLayout,
     compression: Compression,
     level: int,
-) -> Blob:
+) -> Future[Blob]:
     with LayerWriter(layout.blobs, compression, level) as w:
         tar = TarWriter(w)
         ostree_tar.write_skeleton(tar)
@@ -279,7 +294,7 @@ def _write_chunk_layer(
             paths = [p for p in paths_of[csum] if not p.startswith("sysroot/")]
             ostree_tar.write_content(tar, repo, content.objects[csum], paths)
         tar.finish()
-        return w.finish()
+        return w.finish_async()
 
 
 def _write_manifest(

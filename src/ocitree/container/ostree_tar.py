@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import functools
+import io
+
 from ocitree.container.tarwriter import TarWriter
 from ocitree.ostree.repo import ContentObject, ObjectType, Repo, object_relpath
 
@@ -36,7 +39,10 @@ def checkout_path(path: str) -> str:
     return path
 
 
-def write_skeleton(tar: TarWriter) -> None:
+@functools.cache
+def _skeleton() -> bytes:
+    buf = io.BytesIO()
+    tar = TarWriter(buf)
     for d in ("sysroot", "sysroot/ostree", "sysroot/ostree/repo", "sysroot/ostree/repo/objects"):
         tar.add_dir(d)
     for i in range(256):
@@ -44,6 +50,12 @@ def write_skeleton(tar: TarWriter) -> None:
     for d in _SKELETON_SUBDIRS:
         tar.add_dir(REPO_PREFIX + d)
     tar.add_data(REPO_PREFIX + "config", REPO_CONFIG)
+    return buf.getvalue()
+
+
+def write_skeleton(tar: TarWriter) -> None:
+    """The repo skeleton every layer starts with (the same bytes each time)."""
+    tar.add_raw(_skeleton())
 
 
 def pax_xattrs(xattrs: tuple[tuple[bytes, bytes], ...]) -> tuple[tuple[bytes, bytes], ...]:

@@ -172,5 +172,9 @@ class TarWriter:
     def add_hardlink(self, name: str, target: str, mode: int, uid: int, gid: int) -> None:
         self._entry_header(name, mode, uid, gid, 0, LNKTYPE, target)
 
+    def add_raw(self, entries: bytes) -> None:
+        """Entries written earlier by another TarWriter (without its end marker)."""
+        self._write(entries)
+
     def finish(self) -> None:
         self._write(_ZEROS * 2)

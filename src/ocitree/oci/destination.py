@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ocitree.container.tarwriter import TarWriter
 from ocitree.errors import UserError
+from ocitree.fsutil import create_temp
 from ocitree.oci import skopeo
 from ocitree.oci.layout import OciLayout
 from ocitree.oci.reference import ImageReference, Transport
@@ -63,9 +64,9 @@ def staged(
 
 def pack_archive(layout_dir: Path, dest: Path) -> None:
     """Tar a layout into ``dest`` (sorted, mtime 0), atomically."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.resolve().parent)
+    out, tmp = create_temp(dest.resolve().parent, ".tmp-")
     try:
-        with os.fdopen(fd, "wb") as out:
+        with out:
             tar = TarWriter(out)
             for root, dirs, files in os.walk(layout_dir):
                 dirs.sort()
@@ -86,10 +87,10 @@ def pack_archive(layout_dir: Path, dest: Path) -> None:
             tar.finish()
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, dest)
+        tmp.replace(dest)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise UserError(f"writing {dest} failed: {e.strerror or e}") from e
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise

@@ -15,7 +15,6 @@ import enum
 import hashlib
 import os
 import struct
-import tempfile
 import threading
 import zlib
 from collections import deque
@@ -26,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ocitree.errors import UserError
+from ocitree.fsutil import atomic_write, create_temp
 
 BLOCK_SIZE = 1 << 20
 _DICT_SIZE = 32 * 1024
@@ -69,12 +69,23 @@ _pool_lock = threading.Lock()
 _pool: list[ThreadPoolExecutor] = []
 
 
+def _workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
 def _executor() -> ThreadPoolExecutor:
+    """The compression threads, one per core, shared by all layers."""
     with _pool_lock:
         if not _pool:
-            workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2
-            _pool.append(ThreadPoolExecutor(max(1, workers), thread_name_prefix="ocitree-z"))
+            _pool.append(ThreadPoolExecutor(_workers(), thread_name_prefix="ocitree-z"))
+            _pool.append(ThreadPoolExecutor(1, thread_name_prefix="ocitree-finish"))
         return _pool[0]
+
+
+def _finisher() -> ThreadPoolExecutor:
+    """One thread that completes layers in order while the next one is produced."""
+    _executor()
+    return _pool[1]
 
 
 def _gzip_block(level: int, block: bytes, zdict: bytes, last: bool) -> bytes:
@@ -103,6 +114,8 @@ class LayerWriter:
 
     The compressed bytes go to a temporary file in ``blobs_dir`` that is renamed to its
     digest only when complete, so an interrupted write leaves no blob behind.
+    ``finish_async()`` hands the tail of the work to a background thread so that the
+    caller can start producing the next layer while this one's last blocks compress.
     """
 
     def __init__(self, blobs_dir: Path, compression: Compression, level: int) -> None:
@@ -118,9 +131,7 @@ class LayerWriter:
         self.level = level
         self._blobs_dir = blobs_dir
         blobs_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-layer-", dir=blobs_dir)
-        self._tmp = Path(tmp)
-        self._out = os.fdopen(fd, "wb")
+        self._out, self._tmp = create_temp(blobs_dir, ".tmp-layer-")
         self._buf = bytearray()
         self._prev_tail = b""
         self._usha = hashlib.sha256()
@@ -129,13 +140,13 @@ class LayerWriter:
         self._usize = 0
         self._csize = 0
         self._pending: deque[Future[bytes]] = deque()
-        self._max_pending = 2 * (_executor()._max_workers) + 2
+        self._max_pending = 2 * _workers() + 2
         self._fn: Callable[[int, bytes, bytes, bool], bytes] = {
             Compression.GZIP: _gzip_block,
             Compression.ZSTD: _zstd_block,
             Compression.NONE: _plain_block,
         }[compression]
-        self._closed = False
+        self._state = "open"  # open → finishing → done | aborted
         if compression is Compression.GZIP:
             self._emit(_GZIP_HEADER)
 
@@ -164,10 +175,22 @@ class LayerWriter:
         self._out.write(data)
 
     def finish(self) -> Blob:
-        """Flush, fsync and move the blob to its digest name."""
+        """Compress the rest, fsync, and move the blob to its digest name."""
+        return self.finish_async().result()
+
+    def finish_async(self) -> Future[Blob]:
+        """Like :meth:`finish`, done on a background thread; the future gives the Blob."""
         try:
             self._submit(bytes(self._buf), last=True)
-            self._buf.clear()
+        except BaseException:
+            self.abort()
+            raise
+        self._buf.clear()
+        self._state = "finishing"
+        return _finisher().submit(self._complete)
+
+    def _complete(self) -> Blob:
+        try:
             while self._pending:
                 self._emit(self._pending.popleft().result())
             if self.compression is Compression.GZIP:
@@ -176,12 +199,11 @@ class LayerWriter:
             os.fsync(self._out.fileno())
             self._out.close()
             digest = self._csha.hexdigest()
-            final = self._blobs_dir / digest
-            os.replace(self._tmp, final)
+            self._tmp.replace(self._blobs_dir / digest)
         except BaseException:
-            self.abort()
+            self._discard()
             raise
-        self._closed = True
+        self._state = "done"
         return Blob(
             digest="sha256:" + digest,
             size=self._csize,
@@ -191,9 +213,12 @@ class LayerWriter:
         )
 
     def abort(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        """Drop the layer: nothing of it stays on disk. No-op once finishing or done."""
+        if self._state == "open":
+            self._discard()
+
+    def _discard(self) -> None:
+        self._state = "aborted"
         for f in self._pending:
             f.cancel()
         self._pending.clear()
@@ -218,14 +243,5 @@ def write_blob(blobs_dir: Path, data: bytes, media_type: str) -> Blob:
     final = blobs_dir / digest
     if not final.exists():
         blobs_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-blob-", dir=blobs_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(final, data)
     return Blob("sha256:" + digest, len(data), media_type)

@@ -5,13 +5,12 @@ natively. Writes are atomic: blobs land under their digest when complete and
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ocitree.errors import ImageFormatError, UserError
+from ocitree.fsutil import atomic_write
 from ocitree.oci.layer import Blob, write_blob
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -62,8 +61,8 @@ class OciLayout:
                         hint="choose an empty or new directory for oci:",
                     )
                 layout.blobs.mkdir(parents=True, exist_ok=True)
-                _atomic_write(path / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-                _atomic_write(path / "index.json", canonical_json(_empty_index()))
+                atomic_write(path / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+                atomic_write(path / "index.json", canonical_json(_empty_index()))
         except OSError as e:
             raise UserError(f"cannot write to {path}: {e.strerror or e}") from e
         return layout
@@ -129,10 +128,7 @@ class OciLayout:
         manifest = json.loads(raw)
         if manifest.get("mediaType") == INDEX_TYPE or "manifests" in manifest:
             # A multi-arch index: take the entry for this machine's architecture.
-            entries = manifest["manifests"]
-            if not entries:
-                raise ImageFormatError("image index lists no manifests")
-            desc = entries[0]
+            desc = _pick_platform(manifest.get("manifests", []))
             raw = self.read_blob(desc["digest"])
             manifest = json.loads(raw)
         cfg_raw = self.read_blob(manifest["config"]["digest"])
@@ -153,7 +149,7 @@ class OciLayout:
             entry["annotations"] = {REF_NAME: tag}
         kept.append(entry)
         index["manifests"] = kept
-        _atomic_write(self.path / "index.json", canonical_json(index))
+        atomic_write(self.path / "index.json", canonical_json(index))
 
     def referenced_blobs(self) -> set[str]:
         """Every blob digest reachable from index.json."""
@@ -180,14 +176,16 @@ def _empty_index() -> dict[str, Any]:
     return {"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": []}
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _pick_platform(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The index entry for this machine's architecture (or the only one)."""
+    import platform
+
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    if not entries:
+        raise ImageFormatError("image index lists no manifests")
+    for e in entries:
+        if (e.get("platform") or {}).get("architecture") == arch:
+            return e
+    if len(entries) == 1:
+        return entries[0]
+    raise UserError(f"the image index has no manifest for {arch}")
