@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from integration.conftest import Committed
-from ocitree.container.importer import import_from_layout
+from ocitree.container.store import layer_ref, pull
 from ocitree.errors import ImageFormatError
 from ocitree.oci.layer import write_blob
 from ocitree.oci.layout import OciLayout
 from ocitree.ostree.repo import Repo, RepoMode
 from ocitree.run import run
-from support.images import ocitree
+from support.images import FixedSource, ocitree
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +80,7 @@ def test_older_xattrs_layouts_import_to_the_same_commit(
     manifest = dict(image.manifest, layers=layers)
     old = dataclasses.replace(image, manifest=manifest, config=config)
     repo = Repo.create(tmp_path / "repo", RepoMode.BARE)
-    assert import_from_layout(layout, old, repo, "x").commit == sample.commit
+    assert pull(repo, FixedSource(layout, old), "x").base_commit == sample.commit
     run(["ostree", "fsck", f"--repo={tmp_path / 'repo'}"])
 
 
@@ -97,5 +97,8 @@ def test_corrupt_blob_is_refused(
     victim.write_bytes(bytes(data))
     repo = Repo.create(tmp_path / "repo", RepoMode.BARE)
     with pytest.raises(ImageFormatError):
-        import_from_layout(layout, image, repo, "x")
-    assert "x" not in repo.refs()
+        pull(repo, FixedSource(layout, image), "x")
+    # The layer was not kept: no ref names it, and no image ref exists.
+    bad = image.manifest["layers"][1]["digest"]
+    assert layer_ref(bad) not in repo.refs()
+    assert not [r for r in repo.refs() if r.startswith("ostree/container/image/")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -14,6 +15,10 @@ from typing import Any
 import pytest
 
 from ocitree.cli.main import main
+from ocitree.container.store import PulledImage, pull
+from ocitree.oci.layout import Image, OciLayout
+from ocitree.oci.source import LayoutSource
+from ocitree.ostree.repo import Reader, Repo
 
 
 @dataclass(frozen=True)
@@ -68,3 +73,22 @@ def content_objects(members: list[tarfile.TarInfo]) -> list[str]:
             part = m.name.removeprefix("sysroot/ostree/repo/objects/").removesuffix(".file")
             out.append(part.replace("/", ""))
     return out
+
+
+class FixedSource:
+    """An ImageSource over a layout that serves a given (possibly altered) Image."""
+
+    def __init__(self, layout: OciLayout, image: Image) -> None:
+        self._source = LayoutSource(layout, None)
+        self._image = image
+
+    def image(self) -> Image:
+        return self._image
+
+    def open_blob(self, digest: str, size: int) -> contextlib.AbstractContextManager[Reader]:
+        return self._source.open_blob(digest, size)
+
+
+def pull_layout(layout_dir: Path, tag: str, repo: Repo, imgref: str = "test") -> PulledImage:
+    """Import an image from an OCI layout into ``repo`` with the device-side store."""
+    return pull(repo, LayoutSource(OciLayout(layout_dir), tag), imgref)

@@ -1,24 +1,22 @@
-"""OCI layers in tar format v1 → ostree objects in a repository.
+"""ostree-format layers (tar format v1) → objects in an ostree repository.
 
-This is the base-image half of the importer: it reads the ostree layers of an image
-(layer 0 up to the one named by ``ostree.final-diffid``), checks every blob against its
-digest, and writes the objects with libostree, which verifies each object's own
-checksum. Both forms of xattrs are taken: the ``.file-xattrs-link`` holding the
-variant, and the older hardlink to a ``.file-xattrs`` object.
+Reads layer 0 (the commit, its metadata objects and any content not in a chunk) and the
+chunk layers up to ``ostree.final-diffid``. libostree verifies each object against its
+checksum as it is written. Both forms of xattrs are taken: the ``.file-xattrs-link``
+holding the variant, and the older hardlink to a ``.file-xattrs`` object (or v0's
+``repo/xattrs/<sha256>``). Everything outside ``sysroot/ostree/repo/objects`` is ignored.
 """
 
 from __future__ import annotations
 
 import hashlib
 import tarfile
-import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import IO, Any, cast
+from typing import Any
 
+from ocitree.container.blobstream import Decompressor, chunks
 from ocitree.container.ostree_tar import REPO_PREFIX
 from ocitree.errors import ImageFormatError, UserError
-from ocitree.oci.layout import Image, OciLayout
+from ocitree.oci.layout import Image
 from ocitree.ostree.repo import GLib, OSTree, Repo
 
 _META_TYPES = {
@@ -29,75 +27,6 @@ _META_TYPES = {
 _OBJECTS = REPO_PREFIX + "objects/"
 _XATTRS_V0 = REPO_PREFIX + "xattrs/"
 _MAX_XATTRS = 1 << 20
-
-
-@dataclass(frozen=True)
-class ImportResult:
-    commit: str
-    layers: int
-    objects: int
-
-
-class _DigestReader:
-    """Reads a blob while hashing it; ``verify()`` after the last byte."""
-
-    def __init__(self, f: IO[bytes], digest: str) -> None:
-        self._f = f
-        self._h = hashlib.sha256()
-        self.digest = digest
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n)
-        self._h.update(data)
-        return data
-
-    def verify(self) -> None:
-        while self.read(1 << 20):
-            pass
-        if "sha256:" + self._h.hexdigest() != self.digest:
-            raise ImageFormatError(
-                f"layer {self.digest} does not match its digest",
-                hint="the blob is corrupt; fetch the image again",
-            )
-
-
-class _Decompressor:
-    def __init__(self, src: _DigestReader, media_type: str) -> None:
-        self._src = src
-        self._kind = (
-            "gzip" if media_type.endswith("gzip") else ("zstd" if "zstd" in media_type else "none")
-        )
-        self._z: zlib._Decompress | None = zlib.decompressobj(31) if self._kind == "gzip" else None
-        self._zstd: IO[bytes] | None = None
-        if self._kind == "zstd":
-            import zstandard
-
-            self._zstd = zstandard.ZstdDecompressor().stream_reader(
-                cast(IO[bytes], src), read_across_frames=True
-            )
-        self._buf = b""
-
-    def read(self, n: int = -1) -> bytes:
-        if self._zstd is not None:
-            return self._zstd.read(n)
-        if self._z is None:
-            return self._src.read(n)
-        while n < 0 or len(self._buf) < n:
-            chunk = self._src.read(1 << 20)
-            if not chunk:
-                break
-            out = self._z.decompress(chunk)
-            while self._z.eof and self._z.unused_data:
-                # Concatenated gzip members.
-                rest = self._z.unused_data
-                self._z = zlib.decompressobj(31)
-                out += self._z.decompress(rest)
-            self._buf += out
-        if n < 0:
-            data, self._buf = self._buf, b""
-        else:
-            data, self._buf = self._buf[:n], self._buf[n:]
-        return data
 
 
 def ostree_layers(image: Image) -> list[dict[str, Any]]:
@@ -118,44 +47,23 @@ def ostree_layers(image: Image) -> list[dict[str, Any]]:
     return layers[: diff_ids.index(final) + 1]
 
 
-def import_from_layout(
-    layout: OciLayout, image: Image, repo: Repo, ref: str | None
-) -> ImportResult:
-    """Import the ostree layers of ``image`` from ``layout`` into ``repo``."""
-    layers = ostree_layers(image)
-    imp = _Importer(repo)
-    repo.gi.prepare_transaction(None)
-    try:
-        for layer in layers:
-            with layout.blob_path(layer["digest"]).open("rb") as f:
-                src = _DigestReader(f, layer["digest"])
-                try:
-                    imp.import_tar(_Decompressor(src, layer["mediaType"]))
-                    src.verify()
-                except (zlib.error, tarfile.TarError, EOFError) as e:
-                    src.verify()  # a digest mismatch is the better explanation
-                    raise ImageFormatError(f"layer {layer['digest']} is corrupt: {e}") from e
-        if imp.commit is None:
-            raise ImageFormatError("the image's first layer holds no commit object")
-        if ref:
-            repo.gi.transaction_set_ref(None, ref, imp.commit)
-        repo.gi.commit_transaction(None)
-    except BaseException:
-        repo.gi.abort_transaction(None)
-        raise
-    return ImportResult(imp.commit, len(layers), imp.count)
+class OstreeLayerImporter:
+    """Writes the objects of one ostree-format layer; ``content`` lists the .file objects.
 
+    ``objects_only`` is for chunk layers, where a metadata object is an error.
+    """
 
-class _Importer:
-    def __init__(self, repo: Repo) -> None:
+    def __init__(self, repo: Repo, *, objects_only: bool = False) -> None:
         self.repo = repo
+        self.objects_only = objects_only
         self.commit: str | None = None
         self.count = 0
+        self.content: list[str] = []
         self._xattrs: dict[str, bytes] = {}  # content checksum -> a(ayay) bytes
         # .file-xattrs objects (and v0's repo/xattrs/ files) by the sha256 of their bytes
         self._xattr_objects: dict[str, bytes] = {}
 
-    def import_tar(self, stream: _Decompressor) -> None:
+    def import_tar(self, stream: Decompressor) -> None:
         with tarfile.open(fileobj=stream, mode="r|") as tf:  # type: ignore[call-overload]
             for member in tf:
                 name = member.name.removeprefix("./")
@@ -193,6 +101,8 @@ class _Importer:
     def _entry(
         self, tf: tarfile.TarFile, m: tarfile.TarInfo, csum: str, objtype: str, name: str
     ) -> None:
+        if self.objects_only and (objtype in _META_TYPES or objtype == "commitmeta"):
+            raise ImageFormatError(f"metadata object {name} in a chunk layer")
         if objtype in _META_TYPES:
             gtype, sig = _META_TYPES[objtype]
             data = self._read(tf, m)
@@ -241,7 +151,7 @@ class _Importer:
                 )
                 f = tf.extractfile(m)
                 assert f is not None
-                for chunk in _chunks(f):
+                for chunk in chunks(f):
                     writer.write_bytes(GLib.Bytes.new(chunk), None)
                 writer.finish(None)
             else:
@@ -249,6 +159,7 @@ class _Importer:
         except GLib.Error as e:
             raise ImageFormatError(f"object {csum} is corrupt: {e.message}") from e
         self.count += 1
+        self.content.append(csum)
 
 
 def _xattrs_key(linkname: str) -> str:
@@ -257,8 +168,3 @@ def _xattrs_key(linkname: str) -> str:
     if len(parts) >= 2 and parts[-2] == "xattrs":
         return parts[-1]
     return (parts[-2] if len(parts) >= 2 else "") + parts[-1].split(".", 1)[0]
-
-
-def _chunks(f: IO[bytes]) -> Iterator[bytes]:
-    while chunk := f.read(1 << 20):
-        yield chunk
