@@ -92,8 +92,9 @@ def sysroot(tmp_path: Path, commits: Commits) -> Iterator[Path]:
     """A device installed with v1 by the ostree CLI (with kernel arguments); v2, v3 pulled."""
     with make_sysroot(tmp_path, OS) as root:
         install_commit(root, commits.repo, commits[1], osname=OS, kargs=KARGS)
-        pull_commit(root, commits.repo, commits[2])
-        pull_commit(root, commits.repo, commits[3])
+        # As an importer would: the images' commits are kept by refs.
+        pull_commit(root, commits.repo, commits[2], ref="ocitree/test/v2")
+        pull_commit(root, commits.repo, commits[3], ref="ocitree/test/v3")
         yield root
 
 
@@ -114,6 +115,11 @@ def _status(root: Path) -> list[tuple[str, str, str | None]]:
 
 def _summary(infos: list[DeploymentInfo]) -> list[tuple[str | None, bool, bool]]:
     return [(d.version, d.default, d.rollback) for d in infos]
+
+
+def _has_commit(root: Path, checksum: str) -> bool:
+    argv = ["ostree", "show", f"--repo={root / 'ostree' / 'repo'}", checksum]
+    return run(argv, check=False).returncode == 0
 
 
 def _fsck(root: Path) -> None:
@@ -215,6 +221,9 @@ def test_rollback_then_deploy_again(sysroot: Path, commits: Commits) -> None:
     infos = device.deployments()
     assert [(d.checksum, d.serial) for d in infos] == [(commits[3], 1), (commits[3], 0)]
     assert again == infos[0]
+    # Cleanup pruned the repo: v1 (no ref, no longer deployed) is gone, v2 kept by its ref.
+    assert not _has_commit(sysroot, commits[1])
+    assert _has_commit(sysroot, commits[2])
     _fsck(sysroot)
 
 
@@ -242,11 +251,16 @@ def test_deploy_refuses_unknown_commit_and_stateroot(sysroot: Path, commits: Com
 
 def test_first_deploy_on_an_empty_stateroot(tmp_path: Path, commits: Commits) -> None:
     with make_sysroot(tmp_path, "fresh") as root:
-        pull_commit(root, commits.repo, commits[2])
+        pull_commit(root, commits.repo, commits[2], ref="ocitree/test/v2")
         device = Device(root)
         assert device.deployments() == []
         new = device.deploy(commits[2], image_reference=IMAGE_V2)
-        assert (new.osname, new.default, new.rollback, new.kernel_args) == ("fresh", True, False, "")
+        assert (new.osname, new.default, new.rollback, new.kernel_args) == (
+            "fresh",
+            True,
+            False,
+            "",
+        )
         with pytest.raises(UserError, match="no rollback"):
             device.rollback()
         del device
@@ -271,14 +285,18 @@ def _hold_lock(root: Path) -> subprocess.Popen[bytes]:
 def test_lock_held_by_another_process(sysroot: Path, commits: Commits) -> None:
     holder = _hold_lock(sysroot)
     try:
-        with pytest.raises(UserError, match="another operation is running") as info:
-            with sysroot_lock(sysroot, wait=False):
-                pass
+        with (
+            pytest.raises(UserError, match="another operation is running") as info,
+            sysroot_lock(sysroot, wait=False),
+        ):
+            pass
         assert info.value.hint is not None
         start = time.monotonic()
-        with pytest.raises(UserError, match="another operation is running"):
-            with sysroot_lock(Device(sysroot), timeout=0.3):
-                pass
+        with (
+            pytest.raises(UserError, match="another operation is running"),
+            sysroot_lock(Device(sysroot), timeout=0.3),
+        ):
+            pass
         assert time.monotonic() - start >= 0.3
         device = Device(sysroot, lock_timeout=0.2)
         with pytest.raises(UserError, match="another operation is running"):
@@ -295,9 +313,11 @@ def test_lock_held_by_another_process(sysroot: Path, commits: Commits) -> None:
 def test_lock_held_in_this_process(sysroot: Path, commits: Commits) -> None:
     first, second = Device(sysroot), Device(sysroot)
     with sysroot_lock(first):
-        with pytest.raises(UserError, match="another operation is running"):
-            with sysroot_lock(second, wait=False):
-                pass
+        with (
+            pytest.raises(UserError, match="another operation is running"),
+            sysroot_lock(second, wait=False),
+        ):
+            pass
         # Re-entrant on the same device: deploy inside the caller's lock.
         with sysroot_lock(first, wait=False):
             pass
@@ -312,6 +332,8 @@ def test_not_a_sysroot(tmp_path: Path) -> None:
     assert info.value.hint is not None and "ostree admin init-fs" in info.value.hint
     with pytest.raises(UserError, match="is not an ostree sysroot"):
         Device(tmp_path)
-    with pytest.raises(UserError, match="is not an ostree sysroot"):
-        with sysroot_lock(tmp_path, wait=False):
-            pass
+    with (
+        pytest.raises(UserError, match="is not an ostree sysroot"),
+        sysroot_lock(tmp_path, wait=False),
+    ):
+        pass

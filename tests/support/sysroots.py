@@ -58,9 +58,16 @@ def make_sysroot(base: Path, osname: str = "sample", *, size: str = TMPFS_SIZE) 
         _unmount(root)
 
 
-def pull_commit(sysroot: Path, source_repo: Path, commit: str) -> None:
-    """Copy ``commit`` (and its objects) into the sysroot's repo; no ref is written."""
-    run(["ostree", "pull-local", f"--repo={sysroot / 'ostree' / 'repo'}", source_repo, commit])
+def pull_commit(sysroot: Path, source_repo: Path, commit: str, *, ref: str | None = None) -> None:
+    """Copy ``commit`` (and its objects) into the sysroot's repo, under ``ref`` if given.
+
+    Deploying prunes the sysroot repo to what refs and deployments reach: a commit
+    pulled without a ref is gone after the next deploy or rollback unless deployed.
+    """
+    repo = sysroot / "ostree" / "repo"
+    run(["ostree", "pull-local", f"--repo={repo}", source_repo, commit])
+    if ref is not None:
+        run(["ostree", "refs", f"--repo={repo}", "--force", f"--create={ref}", commit])
 
 
 def install_commit(
@@ -70,13 +77,14 @@ def install_commit(
     *,
     osname: str = "sample",
     kargs: Sequence[str] = (),
+    ref: str | None = None,
     deploy: bool = True,
 ) -> None:
     """Pull ``commit`` into the sysroot and, like an installer, deploy it with the ostree CLI.
 
     ``kargs`` become ``--karg-append=`` arguments of the deployment (in order).
     """
-    pull_commit(sysroot, source_repo, commit)
+    pull_commit(sysroot, source_repo, commit, ref=ref)
     if deploy:
         argv: list[str | Path] = ["ostree", "admin", "deploy", f"--sysroot={sysroot}"]
         argv += [f"--os={osname}", *(f"--karg-append={k}" for k in kargs), commit]

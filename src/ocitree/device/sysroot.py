@@ -7,8 +7,10 @@ rpm-ostree use, so a device managed by ocitree stays manageable by them (and by 
   merge from the merge deployment, kernel arguments copied from it, origin file) followed
   by ``ostree_sysroot_simple_write_deployment()`` (new default first, the booted deployment
   — or with none booted the merge deployment, i.e. the previous default — kept as
-  rollback, older ones of the same stateroot dropped, then ``ostree_sysroot_cleanup()``).
-- :meth:`Device.rollback` reorders the list with ``ostree_sysroot_write_deployments()``,
+  rollback, older ones of the same stateroot dropped), then the equivalent of
+  ``ostree_sysroot_cleanup()`` (old deployment dirs and boot versions, repo prune).
+- :meth:`Device.rollback` reorders the list with ``ostree_sysroot_write_deployments()``
+  (then the same cleanup),
   as ``rpm-ostree rollback`` does (Debian's ostree 2022.7 has no ``admin rollback``).
 
 Both take the sysroot lock themselves (:func:`ocitree.device.lock.sysroot_lock`, the
@@ -35,6 +37,7 @@ from gi.repository import Gio
 
 from ocitree.device.lock import sysroot_lock
 from ocitree.errors import UserError
+from ocitree.log import logger
 from ocitree.ostree.repo import GLib, OSTree
 
 ORIGIN_GROUP = "origin"
@@ -238,12 +241,12 @@ class Device:
                 raise _glib_error(f"cannot deploy {checksum[:12]}", e) from e
             try:
                 self.sysroot.simple_write_deployment(
-                    os_name, new, merge, OSTree.SysrootSimpleWriteDeploymentFlags.NONE, None
+                    os_name, new, merge, OSTree.SysrootSimpleWriteDeploymentFlags.NO_CLEAN, None
                 )
             except GLib.Error as e:
                 self._discard_partial()
                 raise _glib_error(f"cannot write the deployment of {checksum[:12]}", e) from e
-            self.reload()
+            self._cleanup()
             for info in self._infos():
                 if (info.osname, info.checksum, info.serial) == (
                     os_name,
@@ -275,10 +278,12 @@ class Device:
                 )
             reordered = [target] + [d for d in deps if not d.equal(target)]
             try:
-                self.sysroot.write_deployments(reordered, None)
+                opts = OSTree.SysrootWriteDeploymentsOpts()
+                opts.do_postclean = False
+                self.sysroot.write_deployments_with_options(reordered, opts, None)
             except GLib.Error as e:
                 raise _glib_error("cannot write the reordered deployments", e) from e
-            self.reload()
+            self._cleanup()
             infos = list(self._infos())
         return infos[0]
 
@@ -332,6 +337,22 @@ class Device:
                 hint="import the image again",
             )
         return str(checksum)
+
+    def _cleanup(self) -> None:
+        """``ostree_sysroot_cleanup()`` without its stdout chatter ("Freed objects: …").
+
+        Removes deployment directories and boot versions no longer listed, regenerates
+        the ``ostree/B/S/N`` deployment refs and prunes the repo to what refs (those
+        included) reach, at depth 0: the same as libostree's own post-write cleanup.
+        A failure here leaves the new deployment list in place; it is logged, not raised.
+        """
+        self.reload()
+        try:
+            self.sysroot.prepare_cleanup(None)
+            self.sysroot.repo().prune(OSTree.RepoPruneFlags.REFS_ONLY, 0, None)
+        except GLib.Error as e:
+            logger.warning("cleaning up %s failed: %s", self.path, e.message)
+        self.reload()
 
     def _discard_partial(self) -> None:
         """After a failed write: drop the half-made deployment dir (no repo prune)."""

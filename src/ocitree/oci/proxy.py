@@ -217,6 +217,8 @@ class ImageProxy:
     ``/etc/containers/policy.json``) when images are opened, which needs a skopeo whose
     proxy checks signatures (protocol 0.2.6); with an older one :meth:`start` refuses.
     ``registries_d`` tells skopeo where signatures are stored (``--registries.d``).
+
+    One request, and one open blob stream, at a time; not for use from several threads.
     """
 
     def __init__(
@@ -427,6 +429,8 @@ class ImageProxy:
     def _finish_pipe(self, pipeid: int, ref: ImageReference | None, *, check: bool) -> None:
         """Collect the reply to the FinishPipe sent in :meth:`_call_pipe`."""
         self._pipe_open = False
+        if self._sock is None:
+            return  # stopped meanwhile: nothing left to collect
         try:
             self._receive("FinishPipe", ref)
         except UserError:
@@ -449,7 +453,12 @@ class ImageProxy:
             code = proc.returncode if proc.returncode is not None else -1
         stderr = self._stderr_text().strip()
         if not stderr:
-            stderr = f"skopeo's image proxy exited (code {code}) during {method}"
+            how = f"was killed by signal {-code}" if code < -1 else f"exited with code {code}"
+            where = f" for {ref}" if ref else ""
+            return UserError(
+                f"skopeo's image proxy {how} during {method}{where}",
+                hint="run with --debug to see the skopeo command line",
+            )
         err = CommandError(self._argv or ["skopeo"], code, stderr)
         out = explain(err, ref)
         out.__cause__ = err

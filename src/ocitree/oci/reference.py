@@ -136,6 +136,12 @@ class OstreeImageReference:
         )
 
     def __str__(self) -> str:
+        """The canonical spelling, as rpm-ostree and bootc write it into origin files."""
         if self.signature is SignatureMode.REMOTE:
             return f"{self.signature.value}:{self.remote}:{self.image}"
+        if (
+            self.signature is SignatureMode.UNVERIFIED
+            and self.image.transport is Transport.REGISTRY
+        ):
+            return f"ostree-unverified-registry:{self.image.name}"
         return f"{self.signature.value}:{self.image}"

@@ -100,9 +100,13 @@ def copy(
     *,
     sign_by: str | None = None,
     extra: Sequence[str] = (),
+    global_args: Sequence[str] = (),
 ) -> None:
-    """``skopeo copy`` keeping digests (the image is byte-identical at the destination)."""
-    argv = ["skopeo", "copy", "--preserve-digests", "--quiet"]
+    """``skopeo copy`` keeping digests (the image is byte-identical at the destination).
+
+    ``global_args`` go before ``copy``: ``--policy``, ``--registries.d``.
+    """
+    argv = ["skopeo", *global_args, "copy", "--preserve-digests", "--quiet"]
     if src.transport is Transport.REGISTRY:
         argv += opts.args("src-")
     if dest.transport is Transport.REGISTRY:
