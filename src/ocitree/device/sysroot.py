@@ -27,6 +27,8 @@ must keep a ref on it (ostree-ext uses ``ostree/container/image/…``).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -44,6 +46,7 @@ ORIGIN_GROUP = "origin"
 ORIGIN_CONTAINER = "container-image-reference"
 ORIGIN_REFSPEC = "refspec"
 MANIFEST_DIGEST_KEY = "ostree.manifest-digest"
+IMAGE_CONFIG_KEY = "ostree.container.image-config"
 
 
 @dataclass(frozen=True)
@@ -391,6 +394,12 @@ def _commit_facts(repo: Any, checksum: str) -> tuple[str | None, int, str | None
     meta = variant.get_child_value(0).unpack()
     version = meta.get("version")
     digest = meta.get(MANIFEST_DIGEST_KEY)
+    config = meta.get(IMAGE_CONFIG_KEY)
+    if version is None and isinstance(config, str):
+        # A merge commit of an image: the version is the image's label.
+        with contextlib.suppress(ValueError, AttributeError):
+            labels = (json.loads(config).get("config") or {}).get("Labels") or {}
+            version = labels.get("org.opencontainers.image.version") or labels.get("version")
     return (
         version if isinstance(version, str) else None,
         int(OSTree.commit_get_timestamp(variant)),
