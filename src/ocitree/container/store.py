@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +28,7 @@ from ocitree.container.blobstream import Decompressor, DigestReader
 from ocitree.container.derived import DerivedLayerImporter, merge
 from ocitree.container.importer import OstreeLayerImporter
 from ocitree.errors import ImageFormatError, UserError
-from ocitree.log import step
+from ocitree.log import logger, step
 from ocitree.oci.layout import Image
 from ocitree.oci.source import ImageSource
 from ocitree.ostree.repo import GLib, OSTree, Repo
@@ -196,7 +197,7 @@ def pull(
             with step(
                 f"Fetching layer {i + 1}/{len(plan.layers)} ({layer.kind}, {layer.size} bytes)"
             ):
-                commit, count = _import_layer(repo, source, layer, ref)
+                commit, count = _import_with_retries(repo, source, layer, ref)
             fetched += count
             fetched_layers += 1
             if progress is not None:
@@ -230,6 +231,57 @@ def _transaction(repo: Repo) -> Iterator[None]:
     except BaseException:
         repo.gi.abort_transaction(None)
         raise
+
+
+RETRIES = 3
+_TRANSIENT = (
+    "connection reset",
+    "connection refused",
+    "unexpected eof",
+    "eof",
+    "broken pipe",
+    "timeout",
+    "timed out",
+    "500 internal",
+    "502 bad",
+    "503 service",
+    "504 gateway",
+    "status 500",
+    "status 502",
+    "status 503",
+    "status 504",
+    "bytes in blob",
+    "cannot reach",
+    "temporarily",
+)
+
+
+def _is_transient(e: UserError) -> bool:
+    """A failed transfer that may well work when tried again (not a bad image)."""
+    text = " ".join(str(x) for x in (e.message, getattr(e, "error", ""), e.__cause__ or "")).lower()
+    if "does not match its digest" in text or "corrupted blob" in text:
+        return False
+    return any(marker in text for marker in _TRANSIENT)
+
+
+def _import_with_retries(
+    repo: Repo, source: ImageSource, layer: LayerPlan, ref: str
+) -> tuple[str, int]:
+    for attempt in range(1, RETRIES + 1):
+        try:
+            return _import_layer(repo, source, layer, ref)
+        except UserError as e:
+            if attempt == RETRIES or not _is_transient(e):
+                raise
+            logger.warning(
+                "fetching %s failed (%s); retrying (%d/%d)",
+                layer.digest[:19],
+                e.message,
+                attempt + 1,
+                RETRIES,
+            )
+            time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
 
 
 def _import_layer(repo: Repo, source: ImageSource, layer: LayerPlan, ref: str) -> tuple[str, int]:
