@@ -27,6 +27,7 @@ from ocitree import __version__
 from ocitree.container.blobstream import Decompressor, DigestReader
 from ocitree.container.derived import DerivedLayerImporter, merge
 from ocitree.container.importer import OstreeLayerImporter
+from ocitree.container.selinux import relabel
 from ocitree.errors import ImageFormatError, UserError
 from ocitree.log import logger, step
 from ocitree.oci.layout import Image
@@ -360,6 +361,8 @@ def _write_merge_commit(
         mt = merge(repo, base, derived)
         if base is None:
             _require_kernel(mt)
+        if derived:
+            relabel(repo, mt)
         _, root = repo.gi.write_mtree(mt, None)
         _, commit = repo.gi.write_commit_with_time(
             base, None, None, meta, root, _timestamp(image), None

@@ -21,7 +21,7 @@ from typing import IO, Any, Protocol
 import gi
 
 gi.require_version("OSTree", "1.0")
-from gi.repository import Gio  # noqa: E402
+from gi.repository import Gio as Gio  # noqa: E402
 from gi.repository import GLib as GLib  # noqa: E402  (re-exported, version pinned above)
 from gi.repository import OSTree as OSTree  # noqa: E402
 
