@@ -223,6 +223,17 @@ def _pax_xattrs(m: tarfile.TarInfo) -> tuple[tuple[bytes, bytes], ...]:
     return tuple(sorted(out))
 
 
+def subdir(mt: OSTree.MutableTree, parts: tuple[str, ...]) -> OSTree.MutableTree | None:
+    """The subdirectory at ``parts`` of a mutable tree, or None."""
+    node = mt
+    for name in parts:
+        sub = node.get_subdirs().get(name)
+        if sub is None:
+            return None
+        node = sub
+    return node
+
+
 def merge(repo: Repo, base: str | None, layers: list[str]) -> OSTree.MutableTree:
     """The base commit's tree with the derived layer commits applied in order."""
     if base is not None:

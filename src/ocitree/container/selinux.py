@@ -13,22 +13,12 @@ import stat
 import tempfile
 from pathlib import Path
 
-from ocitree.container.derived import S_IFDIR, write_dirmeta
+from ocitree.container.derived import S_IFDIR, subdir, write_dirmeta
 from ocitree.log import step
 from ocitree.ostree.repo import Gio, GLib, OSTree, Repo, xattrs_to_variant
 
 SELINUX_XATTR = b"security.selinux"
 _POLICY_DIR = ("usr", "etc", "selinux")
-
-
-def _lookup(mt: OSTree.MutableTree, parts: tuple[str, ...]) -> OSTree.MutableTree | None:
-    node = mt
-    for name in parts:
-        _, _, sub = node.lookup(name)
-        if sub is None:
-            return None
-        node = sub
-    return node
 
 
 def _materialize(repo: Repo, mt: OSTree.MutableTree, dest: Path) -> None:
@@ -48,7 +38,7 @@ def _materialize(repo: Repo, mt: OSTree.MutableTree, dest: Path) -> None:
 
 def load_policy(repo: Repo, mt: OSTree.MutableTree, workdir: Path) -> OSTree.SePolicy | None:
     """The SELinux policy the tree holds, or None when it has none."""
-    policy_dir = _lookup(mt, _POLICY_DIR)
+    policy_dir = subdir(mt, _POLICY_DIR)
     if policy_dir is None or "config" not in policy_dir.get_files():
         return None
     _materialize(repo, policy_dir, workdir.joinpath(*_POLICY_DIR))

@@ -25,7 +25,7 @@ from typing import Any
 
 from ocitree import __version__
 from ocitree.container.blobstream import Decompressor, DigestReader
-from ocitree.container.derived import DerivedLayerImporter, merge
+from ocitree.container.derived import DerivedLayerImporter, merge, subdir
 from ocitree.container.importer import OstreeLayerImporter
 from ocitree.container.selinux import relabel
 from ocitree.errors import ImageFormatError, UserError
@@ -372,14 +372,9 @@ def _write_merge_commit(
 
 
 def _require_kernel(mt: OSTree.MutableTree) -> None:
-    node = mt
-    for name in ("usr", "lib", "modules"):
-        _, _, sub = node.lookup(name)
-        if sub is None:
-            break
-        node = sub
-    else:
-        for kver in node.get_subdirs().values():
+    modules = subdir(mt, ("usr", "lib", "modules"))
+    if modules is not None:
+        for kver in modules.get_subdirs().values():
             if "vmlinuz" in kver.get_files():
                 return
     raise UserError(
