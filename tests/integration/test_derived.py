@@ -9,6 +9,10 @@ import pytest
 
 from integration.conftest import Committed
 from integration.test_interop import _snapshot
+from ocitree.container.store import pull
+from ocitree.device.update import open_source
+from ocitree.oci.reference import OstreeImageReference
+from ocitree.oci.skopeo import RegistryOptions
 from ocitree.ostree.repo import Repo, RepoMode
 from ocitree.run import run
 from support.gentree import commit_tree
@@ -114,3 +118,22 @@ def test_derived_image_imports_like_umoci_unpacks_it(
     # The unchanged base layers were not fetched again for the derived image.
     again = pull_layout(layout, "derived", repo, "derived")
     assert again.fetched_bytes == 0 and again.commit == pulled.commit
+
+
+def test_derived_image_from_containers_storage_through_the_proxy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sample: Committed
+) -> None:
+    layout = _build_derived(tmp_path, capsys, sample, "vfs")
+    repo = Repo.create(tmp_path / "device-repo", RepoMode.BARE)
+    from_layout = pull_layout(layout, "derived", repo, "derived")
+    storage = f"containers-storage:[vfs@{tmp_path / 'storage'}+{tmp_path / 'run'}]"
+    ref = OstreeImageReference.parse(f"ostree-unverified-image:{storage}localhost/derived:1")
+    with open_source(ref, RegistryOptions()) as source:
+        from_storage = pull(repo, source, str(ref.image))
+    assert repo.commit(from_storage.commit).root_tree == repo.commit(from_layout.commit).root_tree
+    # An oci-archive goes through the proxy too.
+    run(["skopeo", "copy", f"oci:{layout}:derived", f"oci-archive:{tmp_path / 'd.tar'}"])
+    ref = OstreeImageReference.parse(f"ostree-unverified-image:oci-archive:{tmp_path / 'd.tar'}")
+    with open_source(ref, RegistryOptions()) as source:
+        from_archive = pull(repo, source, str(ref.image))
+    assert from_archive.commit == from_layout.commit
