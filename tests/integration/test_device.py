@@ -3,78 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from integration.conftest import Committed
+from integration.conftest import OSNAME, Committed, Images
 from ocitree.container.store import IMAGE_PREFIX, LAYER_PREFIX
 from ocitree.device.lock import sysroot_lock
 from ocitree.device.sysroot import Device
 from ocitree.device.update import rebase
 from ocitree.errors import UserError
 from ocitree.run import run
-from support.gentree import commit_tree, generate_tree
 from support.images import ocitree
 from support.registry import Registry
-from support.sysroots import install_commit, make_sysroot
 
 pytestmark = pytest.mark.integration
-
-OSNAME = "sample"
-
-
-@dataclass(frozen=True)
-class Images:
-    v1: str  # oci:DIR:v1
-    v2: str
-    repo: Path
-    v2_changed: tuple[str, ...]
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory, sample: Committed) -> Images:
-    base = tmp_path_factory.mktemp("images")
-    from ocitree.cli.main import main
-
-    assert (
-        main(
-            ["-q", "encapsulate", "--repo", str(sample.repo), sample.ref, f"oci:{base / 'oci'}:v1"]
-        )
-        == 0
-    )
-    v2 = generate_tree(base / "tree2", size=6 << 20, components=12, seed=7, version=2, changed=0.2)
-    commit_tree(v2.path, sample.repo, sample.ref)
-    assert (
-        main(
-            [
-                "-q",
-                "encapsulate",
-                "--repo",
-                str(sample.repo),
-                sample.ref,
-                f"oci:{base / 'oci'}:v2",
-                "--previous",
-                f"oci:{base / 'oci'}:v1",
-            ]
-        )
-        == 0
-    )
-    return Images(
-        f"oci:{base / 'oci'}:v1", f"oci:{base / 'oci'}:v2", sample.repo, v2.changed_components
-    )
-
-
-@pytest.fixture
-def device(tmp_path: Path, sample: Committed) -> Iterator[Path]:
-    """A device installed from the plain ostree commit v1, as the seed's ISO would."""
-    with make_sysroot(tmp_path, OSNAME) as sysroot:
-        install_commit(
-            sysroot, sample.repo, sample.commit, osname=OSNAME, kargs=["console=ttyS0", "quiet"]
-        )
-        yield sysroot
 
 
 def _status(capsys: pytest.CaptureFixture[str], sysroot: Path) -> list[dict[str, object]]:

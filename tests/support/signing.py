@@ -31,9 +31,9 @@ from ocitree.run import run
 
 KEY_EMAIL = "test@ocitree.invalid"
 # gpg-agent puts its sockets in GNUPGHOME when /run/user/UID does not exist; a socket
-# path must stay below 108 bytes (sun_path), so long pytest tmp paths use a short home.
-_MAX_HOME = 70
-_SHORT_PREFIX = "ocitree-gpg-"
+# path must stay below 108 bytes (sun_path), so a long work directory gets a short home.
+_MAX_GNUPGHOME = 70
+_SHORT_PREFIX = "ocitree-signing-"
 # Local sources one pushes from: the policy applies to the source image of a copy.
 _LOCAL_TRANSPORTS = ("oci", "oci-archive", "dir", "docker-archive")
 
@@ -42,11 +42,12 @@ _LOCAL_TRANSPORTS = ("oci", "oci-archive", "dir", "docker-archive")
 class SigningSetup:
     """A signing key and the skopeo configuration that trusts only that key for one host."""
 
-    gnupg_home: Path  # a private GNUPGHOME (never the user's)
+    home: Path  # a HOME holding the three below, where gpg and skopeo look by default
+    gnupg_home: Path  # a private GNUPGHOME (never the user's): HOME/.gnupg
     fingerprint: str  # of the generated key (no passphrase)
     pubkey: Path  # armored public key file
-    policy: Path  # containers-policy.json requiring the key for docker://HOST
-    registries_d: Path  # registries.d with the lookaside (signature storage) for HOST
+    policy: Path  # HOME/.config/containers/policy.json: the key for docker://HOST
+    registries_d: Path  # HOME/.config/containers/registries.d: lookaside for HOST
     sigstore_dir: Path  # the lookaside directory itself
     registry_host: str  # "127.0.0.1:PORT"
     env: dict[str, str]  # extra environment for run()/spawn(): GNUPGHOME
@@ -56,13 +57,16 @@ class SigningSetup:
         return ["--policy", str(self.policy), "--registries.d", str(self.registries_d)]
 
 
-def _gnupg_home(workdir: Path) -> Path:
-    home = workdir / "gnupg"
-    if len(os.fsencode(home)) > _MAX_HOME:
-        home = Path(tempfile.mkdtemp(prefix=_SHORT_PREFIX))
-        (workdir / "gnupg").symlink_to(home)
-    home.mkdir(mode=0o700, exist_ok=True)
-    home.chmod(0o700)
+def _home(workdir: Path) -> Path:
+    """``workdir/home``, or a short temporary directory it links to when too long for gpg."""
+    home = workdir / "home"
+    if len(os.fsencode(home / ".gnupg")) > _MAX_GNUPGHOME:
+        home.symlink_to(tempfile.mkdtemp(prefix=_SHORT_PREFIX))
+        home = home.resolve()
+    else:
+        home.mkdir()
+    (home / ".gnupg").mkdir(mode=0o700)
+    (home / ".config" / "containers").mkdir(parents=True)
     return home
 
 
@@ -92,8 +96,8 @@ def write_registries_d(directory: Path, registry_host: str, sigstore_dir: Path) 
     """A registries.d whose lookaside for ``registry_host`` is ``sigstore_dir``."""
     directory.mkdir(parents=True, exist_ok=True)
     url = json.dumps(sigstore_dir.resolve().as_uri())  # a JSON string is a YAML scalar
-    # "lookaside" is the current name, "sigstore" the older one skopeo also reads; one
-    # of each pair is enough, and containers/image refuses both together.
+    # "lookaside(-staging)" is what skopeo 1.9.3 documents; releases before it called
+    # them "sigstore(-staging)" (still read as aliases).
     (directory / "ocitree-test.yaml").write_text(
         "docker:\n"
         f"  {json.dumps(registry_host)}:\n"
@@ -116,8 +120,10 @@ def make_signing_setup(
     (as with one registry's real signature storage).
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    home = _gnupg_home(workdir)
-    env = {"GNUPGHOME": str(home)}
+    home = _home(workdir)
+    gnupg_home = home / ".gnupg"
+    containers = home / ".config" / "containers"
+    env = {"GNUPGHOME": str(gnupg_home)}
     uid = f"{name} <{KEY_EMAIL}>"
     run(
         [
@@ -141,12 +147,13 @@ def make_signing_setup(
     if sigstore_dir is None:
         sigstore_dir = workdir / "sigstore"
     sigstore_dir.mkdir(parents=True, exist_ok=True)
-    registries_d = workdir / "registries.d"
+    registries_d = containers / "registries.d"
     write_registries_d(registries_d, registry_host, sigstore_dir)
-    policy = workdir / "policy.json"
+    policy = containers / "policy.json"
     write_policy(policy, registry_host, pubkey)
     return SigningSetup(
-        gnupg_home=home,
+        home=home,
+        gnupg_home=gnupg_home,
         fingerprint=fingerprint,
         pubkey=pubkey,
         policy=policy,
@@ -160,11 +167,11 @@ def make_signing_setup(
 def stop_agent(setup: SigningSetup) -> None:
     """Stop the gpg-agent of this setup's GNUPGHOME (only that one), if it runs.
 
-    A GNUPGHOME moved to a short temporary directory (see ``_gnupg_home``) is removed.
+    A home moved to a short temporary directory (see ``_home``) is removed.
     """
     if shutil.which("gpgconf") is not None:
         run(["gpgconf", "--kill", "gpg-agent"], env=setup.env, check=False)
-    home = setup.gnupg_home
+    home = setup.home
     if home.parent == Path(tempfile.gettempdir()) and home.name.startswith(_SHORT_PREFIX):
         shutil.rmtree(home, ignore_errors=True)
 
@@ -196,10 +203,19 @@ def sign_and_push(
 ) -> None:
     """``skopeo copy --sign-by FPR`` from ``src`` (e.g. ``oci:DIR:tag``) to ``docker://…``.
 
-    The signature lands in the setup's lookaside directory. ``cert_dir`` holds the
-    registry's CA; ``tls_verify=False`` is for a plain-HTTP registry.
+    The signature lands in the setup's lookaside directory. The source is not checked
+    against any policy (``--insecure-policy``): a publisher may re-sign an image from
+    the same registry. ``cert_dir`` holds the registry's CA; ``tls_verify=False`` is for
+    a plain-HTTP registry.
     """
-    argv: list[str | os.PathLike[str]] = ["skopeo", *setup.skopeo_args(), "copy", "--quiet"]
+    argv: list[str | os.PathLike[str]] = [
+        "skopeo",
+        "--insecure-policy",
+        "--registries.d",
+        setup.registries_d,
+        "copy",
+        "--quiet",
+    ]
     argv += ["--sign-by", setup.fingerprint]
     if authfile is not None:
         argv += ["--dest-authfile", authfile]

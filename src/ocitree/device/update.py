@@ -113,7 +113,10 @@ def _verified_copy(
     with tempfile.TemporaryDirectory(prefix="ocitree-verified-", dir=tmp_parent) as tmp:
         staged = ImageReference(Transport.OCI, str(Path(tmp) / "image"), "image")
         with step(f"Verifying {ref.image} against the signature policy"):
-            skopeo.copy(ref.image, staged, opts, global_args=global_args)
+            # Signatures cannot be stored in an oci: layout; the policy is checked anyway.
+            skopeo.copy(
+                ref.image, staged, opts, global_args=global_args, extra=["--remove-signatures"]
+            )
         yield LayoutSource(OciLayout(staged.path), "image")
 
 

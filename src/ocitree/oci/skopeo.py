@@ -41,6 +41,12 @@ def explain(err: CommandError, ref: ImageReference | None = None) -> UserError:
     lower = text.lower()
     where = f" for {ref}" if ref else ""
     host = ref.registry_host if ref else None
+    if "source image rejected" in lower or "rejected by policy" in lower:
+        return UserError(
+            f"the signature policy refused the image{where}: {_last_line(text)}",
+            hint="the image must be signed by a key the device's containers-policy.json "
+            "trusts (and its registries.d must say where signatures are stored)",
+        )
     if (
         "unauthorized" in lower
         or "authentication required" in lower
