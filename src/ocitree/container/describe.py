@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ocitree.errors import ImageFormatError
 from ocitree.oci.layout import Image
 
 COMPONENTS_ANNOTATION = "ostree.components"
@@ -38,12 +39,31 @@ class ImageSummary:
         return d
 
 
-def describe(image: Image) -> ImageSummary:
-    labels = dict((image.config.get("config") or {}).get("Labels") or {})
-    diff_ids = list(image.config.get("rootfs", {}).get("diff_ids", []))
+def labels_of(image: Image) -> dict[str, str]:
+    return dict((image.config.get("config") or {}).get("Labels") or {})
+
+
+def ostree_layer_count(image: Image) -> int:
+    """How many leading layers are in ostree format (up to ``ostree.final-diffid``).
+
+    0 for an image that is not ostree-based; the rest are derived layers.
+    """
+    labels = labels_of(image)
+    if "ostree.commit" not in labels and "ostree.final-diffid" not in labels:
+        return 0
     final = labels.get("ostree.final-diffid")
+    if final is None:
+        return 1  # the single-layer format of old encapsulations
+    diff_ids = list(image.config.get("rootfs", {}).get("diff_ids", []))
+    if final not in diff_ids:
+        raise ImageFormatError("ostree.final-diffid names no layer of the image")
+    return diff_ids.index(final) + 1
+
+
+def describe(image: Image) -> ImageSummary:
+    labels = labels_of(image)
     is_ostree = "ostree.commit" in labels
-    n_ostree = diff_ids.index(final) + 1 if final in diff_ids else (1 if is_ostree else 0)
+    n_ostree = ostree_layer_count(image)
     layers = []
     for i, layer in enumerate(image.manifest.get("layers", [])):
         ann = layer.get("annotations") or {}

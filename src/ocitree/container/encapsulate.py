@@ -20,6 +20,7 @@ from typing import Any
 from ocitree.container import ostree_tar
 from ocitree.container.chunking import Chunk, plan_chunks
 from ocitree.container.components import Ownership, assign, load_frequencies
+from ocitree.container.describe import ostree_layer_count
 from ocitree.container.tarwriter import TarWriter
 from ocitree.errors import UserError
 from ocitree.log import logger, step
@@ -360,10 +361,14 @@ def _write_manifest(
 
 def previous_chunks(image: Image) -> list[list[str]]:
     """The component lists of an earlier image's chunk layers, in layer order."""
-    from ocitree.container.importer import ostree_layers
-
+    count = ostree_layer_count(image)
+    if count == 0:
+        raise UserError(
+            "the previous image is not an ostree container image (no ostree.commit label)",
+            hint="--previous takes an image made by 'ocitree encapsulate' or rpm-ostree",
+        )
     out: list[list[str]] = []
-    for layer in ostree_layers(image)[1:]:
+    for layer in image.manifest.get("layers", [])[1:count]:
         value = (layer.get("annotations") or {}).get(COMPONENTS_ANNOTATION)
         if value is None:
             raise UserError(

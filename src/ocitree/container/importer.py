@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
-from typing import Any
 
 from ocitree.container.blobstream import Decompressor, chunks
 from ocitree.container.ostree_tar import REPO_PREFIX
-from ocitree.errors import ImageFormatError, UserError
-from ocitree.oci.layout import Image
+from ocitree.errors import ImageFormatError
 from ocitree.ostree.repo import GLib, OSTree, Repo
 
 _META_TYPES = {
@@ -27,24 +25,6 @@ _META_TYPES = {
 _OBJECTS = REPO_PREFIX + "objects/"
 _XATTRS_V0 = REPO_PREFIX + "xattrs/"
 _MAX_XATTRS = 1 << 20
-
-
-def ostree_layers(image: Image) -> list[dict[str, Any]]:
-    """The manifest's layers that are ostree chunks (up to ``ostree.final-diffid``)."""
-    layers = list(image.manifest.get("layers", []))
-    diff_ids = list(image.config.get("rootfs", {}).get("diff_ids", []))
-    labels = (image.config.get("config") or {}).get("Labels") or {}
-    if "ostree.commit" not in labels and "ostree.final-diffid" not in labels:
-        raise UserError(
-            "the image is not an ostree container image (no ostree.commit label)",
-            hint="encapsulate an ostree commit with 'ocitree encapsulate'",
-        )
-    final = labels.get("ostree.final-diffid")
-    if final is None:
-        return layers[:1]
-    if final not in diff_ids:
-        raise ImageFormatError("ostree.final-diffid names no layer of the image")
-    return layers[: diff_ids.index(final) + 1]
 
 
 class OstreeLayerImporter:

@@ -25,7 +25,8 @@ from typing import Any
 
 from ocitree import __version__
 from ocitree.container.blobstream import Decompressor, DigestReader
-from ocitree.container.derived import DerivedLayerImporter, merge, subdir
+from ocitree.container.derived import DerivedLayerImporter, merge, subdir, write_dirmeta
+from ocitree.container.describe import labels_of, ostree_layer_count
 from ocitree.container.importer import OstreeLayerImporter
 from ocitree.container.selinux import relabel
 from ocitree.errors import ImageFormatError, UserError
@@ -113,25 +114,6 @@ class PulledImage:
     fetched_layers: int
 
 
-def _labels(image: Image) -> dict[str, str]:
-    return dict((image.config.get("config") or {}).get("Labels") or {})
-
-
-def _split_layers(image: Image) -> tuple[int, list[dict[str, Any]]]:
-    """How many leading layers are ostree-format, and all layers."""
-    layers = list(image.manifest.get("layers", []))
-    labels = _labels(image)
-    if "ostree.commit" not in labels and "ostree.final-diffid" not in labels:
-        return 0, layers
-    final = labels.get("ostree.final-diffid")
-    if final is None:
-        return 1, layers
-    diff_ids = list(image.config.get("rootfs", {}).get("diff_ids", []))
-    if final not in diff_ids:
-        raise ImageFormatError("ostree.final-diffid names no layer of the image")
-    return diff_ids.index(final) + 1, layers
-
-
 def resolve_ref(repo: Repo, ref: str) -> str | None:
     try:
         _, csum = repo.gi.resolve_rev(ref, True)
@@ -151,7 +133,8 @@ def image_state(repo: Repo, imgref: str) -> tuple[str, str] | None:
 
 def plan_pull(repo: Repo, source: ImageSource, imgref: str) -> PullPlan:
     image = source.image()
-    n_ostree, layers = _split_layers(image)
+    n_ostree = ostree_layer_count(image)
+    layers = list(image.manifest.get("layers", []))
     plans = []
     for i, layer in enumerate(layers):
         kind = (
@@ -219,7 +202,7 @@ def pull(
 
 
 def _version(image: Image) -> str | None:
-    labels = _labels(image)
+    labels = labels_of(image)
     return labels.get("org.opencontainers.image.version") or labels.get("version")
 
 
@@ -326,8 +309,6 @@ def _import_layer(repo: Repo, source: ImageSource, layer: LayerPlan, ref: str) -
 
 def _object_set_commit(repo: Repo, content: list[str]) -> str:
     """A commit whose root lists a chunk layer's content objects by checksum."""
-    from ocitree.container.derived import write_dirmeta
-
     mt = OSTree.MutableTree.new()
     mt.set_metadata_checksum(write_dirmeta(repo))
     for csum in sorted(set(content)):
