@@ -1,0 +1,1 @@
+"""``ocitree build``: derived OS images from a Containerfile."""
