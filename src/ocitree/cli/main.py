@@ -8,6 +8,7 @@ import traceback
 from collections.abc import Sequence
 
 from ocitree import __version__, log
+from ocitree.cli import build as build_cmd
 from ocitree.cli import device as device_cmd
 from ocitree.cli import encapsulate as encapsulate_cmd
 from ocitree.cli import inspect as inspect_cmd
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
             "-q", "--quiet", action="store_true", default=default, help="only print errors"
         )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (encapsulate_cmd, plan_cmd, push_cmd, inspect_cmd, device_cmd):
+    for module in (encapsulate_cmd, plan_cmd, push_cmd, inspect_cmd, device_cmd, build_cmd):
         module.register(sub, common)
     return parser
 
