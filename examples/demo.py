@@ -1,13 +1,22 @@
 #!/usr/bin/env python3
-"""`make demo`: a sample OS tree → ostree commit → OCI image → local registry → inspect.
+"""`make demo`: a sample OS tree → ostree commit → OCI image → local registry → a device.
 
 Each step prints the command it runs. Everything goes to ./demo-output; the registry runs
 on 127.0.0.1 and is stopped by its PID at the end. `--no-registry` stops at the oci: image.
+
+The device is an ostree sysroot on a tmpfs mounted at demo-output/device (libostree
+freezes and thaws the filesystem holding a sysroot's /boot when it writes deployments,
+so it must not be the machine's own). It is installed from the plain ostree commit, then
+rebased onto the image in the registry, upgraded to a second version pushed under the
+same tag, and rolled back. Where a tmpfs cannot be mounted (not root) the demo says why
+and stops before the device.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shlex
 import shutil
 import socket
@@ -20,10 +29,14 @@ HERE = Path(__file__).resolve().parent
 TOP = HERE.parent
 sys.path.insert(0, str(TOP / "src"))
 
+from ocitree.errors import CommandError  # noqa: E402
 from ocitree.run import find_tool, run, spawn  # noqa: E402
 
 KVER = "6.1.0-sample.x86_64"
 REF = "ocitree-sample/1/x86_64/edge"
+OSNAME = "sample"
+DEVICE_TMPFS_SIZE = "256M"
+CONF = "sample/sample.conf"  # a config file of the sample OS the device edits
 
 
 def show(*argv: object) -> None:
@@ -83,12 +96,129 @@ def start_registry(out: Path) -> tuple[str, subprocess.Popen[bytes]]:
     return f"127.0.0.1:{port}", proc
 
 
+def commit(out: Path, tree: Path, version: str) -> None:
+    show(
+        "ostree",
+        "commit",
+        f"--repo={out / 'repo'}",
+        f"--branch={REF}",
+        f"--tree=dir={tree}",
+        f"--subject=ocitree sample OS {version}",
+        f"--add-metadata-string=version={version}",
+        "--add-metadata=ostree.bootable=true",
+        f"--add-metadata-string=ostree.linux={KVER}",
+    )
+
+
+def build_v2(out: Path, tree: Path) -> Path:
+    """v1's tree with a new motd, a new file and a new os-release version."""
+    tree2 = out / "tree-1.1"
+    shutil.copytree(tree, tree2, symlinks=True)
+    (tree2 / "usr/etc/sample/motd").write_text(
+        "Welcome to the ocitree sample OS 1.1, updated from a container registry.\n"
+    )
+    notes = tree2 / "usr/share/sample/NEWS"
+    notes.parent.mkdir(parents=True)
+    notes.write_text("1.1: a new motd, and this file.\n")
+    release = tree2 / "usr/lib/os-release"
+    release.write_text(
+        release.read_text()
+        .replace("VERSION_ID=1\n", "VERSION_ID=1.1\n")
+        .replace("sample OS 1", "sample OS 1.1")
+    )
+    return tree2
+
+
+def is_mount(path: Path) -> bool:
+    return path.is_dir() and os.path.ismount(path)
+
+
+def unmount(path: Path) -> None:
+    try:
+        run(["umount", path])
+    except CommandError:
+        run(["umount", "--lazy", path], check=False)
+
+
+def mount_tmpfs(path: Path) -> str | None:
+    """Mount a tmpfs at ``path``; None, or why it cannot be done."""
+    if os.geteuid() != 0:
+        return "mounting a tmpfs needs root"
+    if shutil.which("mount") is None:
+        return "mount is not installed"
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        run(["mount", "-t", "tmpfs", "-o", f"size={DEVICE_TMPFS_SIZE},mode=0755", "tmpfs", path])
+    except CommandError as e:
+        return str(e)
+    return None
+
+
+def default_deployment_etc(ocitree: list[str], dev: Path) -> Path:
+    """/etc of the default deployment, from ``ocitree status --json``."""
+    proc = run([*ocitree, "status", "--sysroot", dev, "--json"])
+    d = json.loads(proc.stdout)["deployments"][0]
+    name = f"{d['checksum']}.{d['serial']}"
+    return dev / "ostree/deploy" / d["osname"] / "deploy" / name / "etc"
+
+
+def device_demo(out: Path, ocitree: list[str], host: str, tree: Path, dev: Path) -> None:
+    print("\n== 4. A device: a sysroot installed from the plain ostree commit")
+    show("ostree", "admin", "init-fs", dev)
+    show("ostree", "admin", "os-init", OSNAME, f"--sysroot={dev}")
+    show("ostree", "pull-local", f"--repo={dev / 'ostree/repo'}", out / "repo", REF)
+    show("ostree", "admin", "deploy", f"--sysroot={dev}", f"--os={OSNAME}", REF)
+    show(*ocitree, "status", "--sysroot", dev)
+
+    print("\n== 5. Rebased onto the image in the registry")
+    imgref = f"ostree-unverified-registry:{host}/ocitree/sample:1.0"
+    show(*ocitree, "rebase", imgref, "--sysroot", dev, "--tls-verify=false")
+    show(*ocitree, "status", "--sysroot", dev)
+    etc = default_deployment_etc(ocitree, dev)
+    print("\n-- a local edit of a config file in the new deployment's /etc")
+    show("sed", "-i", "s/^greeting = .*/greeting = hello from this device/", etc / CONF)
+
+    print("\n== 6. Version 1.1 of the sample OS, pushed under the same tag")
+    tree2 = build_v2(out, tree)
+    commit(out, tree2, "1.1")
+    image2 = f"oci:{out / 'oci'}:1.1"
+    show(
+        *ocitree,
+        "encapsulate",
+        "--repo",
+        out / "repo",
+        REF,
+        image2,
+        "--previous",
+        f"oci:{out / 'oci'}:1.0",
+    )
+    show(*ocitree, "push", image2, f"docker://{host}/ocitree/sample:1.0", "--tls-verify=false")
+
+    print("\n== 7. The device upgrades: only the changed layers are fetched")
+    show(*ocitree, "upgrade", "--check", "--sysroot", dev, "--tls-verify=false")
+    show(*ocitree, "upgrade", "--sysroot", dev, "--tls-verify=false")
+    etc2 = default_deployment_etc(ocitree, dev)
+    print("\n-- /etc keeps the local edit, next to the image's copy in /usr/etc;")
+    print("-- the unedited motd is 1.1's")
+    show("cat", etc2 / CONF)
+    show("cat", etc2.parent / "usr/etc" / CONF)
+    show("cat", etc2 / "sample/motd")
+    show(*ocitree, "status", "--sysroot", dev)
+
+    print("\n== 8. Rolled back to 1.0")
+    show(*ocitree, "rollback", "--sysroot", dev)
+    show(*ocitree, "status", "--sysroot", dev)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-registry", action="store_true", help="stop at the oci: image")
     parser.add_argument("--out", type=Path, default=TOP / "demo-output")
     args = parser.parse_args()
     out: Path = args.out
+    dev = out / "device"
+    if is_mount(dev):  # left over from an interrupted run
+        unmount(dev)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     ocitree = [str(Path(sys.executable).parent / "ocitree")]
@@ -96,17 +226,7 @@ def main() -> int:
     print("== 1. A sample OS tree from examples/sample-os, committed with ostree")
     tree = build_tree(out)
     show("ostree", "init", f"--repo={out / 'repo'}", "--mode=archive")
-    show(
-        "ostree",
-        "commit",
-        f"--repo={out / 'repo'}",
-        f"--branch={REF}",
-        f"--tree=dir={tree}",
-        "--subject=ocitree sample OS 1",
-        "--add-metadata-string=version=1.0",
-        "--add-metadata=ostree.bootable=true",
-        f"--add-metadata-string=ostree.linux={KVER}",
-    )
+    commit(out, tree, "1.0")
 
     print("\n== 2. The layer plan, and the commit encapsulated as an OCI image")
     show(*ocitree, "plan", "--repo", out / "repo", REF)
@@ -119,16 +239,29 @@ def main() -> int:
 
     print("\n== 3. Pushed to a registry on 127.0.0.1 and inspected there")
     host, proc = start_registry(out)
+    why: str | None = None
     try:
         remote = f"docker://{host}/ocitree/sample:1.0"
         show(*ocitree, "push", image, remote, "--tls-verify=false")
         show(*ocitree, "inspect", remote, "--tls-verify=false")
         show("skopeo", "inspect", "--tls-verify=false", remote)
+        why = mount_tmpfs(dev)
+        if why is None:
+            try:
+                print(f"\n(a tmpfs is mounted at {dev} for the device's sysroot)")
+                device_demo(out, ocitree, host, tree, dev)
+            finally:
+                unmount(dev)
+                print(f"\n({dev} unmounted)")
     finally:
         proc.terminate()
         proc.wait(10)
-        print(f"\n(registry pid {proc.pid} stopped)")
-    print(f"\nDone: {remote} (registry data in {out / 'registry'})")
+        print(f"(registry pid {proc.pid} stopped)")
+    if why is not None:
+        print(f"\nStopped before the device: cannot mount a tmpfs at {dev}: {why}")
+        print(f"Done: {remote} (registry data in {out / 'registry'})")
+    else:
+        print(f"\nDone: {remote} deployed, upgraded and rolled back on a device")
     return 0
 
 
