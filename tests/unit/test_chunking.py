@@ -396,3 +396,12 @@ def test_previous_as_strings_is_user_error(fcos: list[Component], fcos_plan: lis
     annotations = [",".join(chunk.components) for chunk in fcos_plan]
     with pytest.raises(UserError, match="string"):
         plan_chunks(fcos, previous=annotations)
+
+
+def test_components_changing_in_every_build_get_a_layer_each(fcos: list[Component]) -> None:
+    plan = plan_chunks(fcos)
+    always = {c.name for c in fcos if c.change_frequency == ALWAYS}
+    assert len(always) == 2
+    for name in always:
+        [chunk] = [c for c in plan if name in c.components]
+        assert chunk.components == (name,)

@@ -408,6 +408,17 @@ def _split_spare(chunks: list[list[Component]], limit: int) -> bool:
 
 def _plan_fresh(components: Sequence[Component], max_layers: int) -> list[Chunk]:
     limit = max_layers - 1
+    # Components that change in every build (the initramfs, content rpm-ostree calls
+    # unpackaged) get a layer each while layers allow: merged with anything, they would
+    # make a device download it too in every update (the "unpackaged + initramfs"
+    # layer rpm-ostree users complain about). The model cannot see that cost when the
+    # estimate is wrong, so it is a rule, not a result of the optimisation.
+    always = sorted((c for c in components if c.change_frequency == ALWAYS), key=lambda c: c.name)
+    own: list[list[Component]] = []
+    if always and len(always) < limit:
+        own = [[c] for c in always]
+        limit -= len(own)
+        components = [c for c in components if c.change_frequency != ALWAYS]
     ordered = sorted(components, key=_canonical_key)
     chunks: list[list[Component]] = []
     if ordered:
@@ -428,7 +439,7 @@ def _plan_fresh(components: Sequence[Component], max_layers: int) -> list[Chunk]
             chunks = groups.members
             if not _split_spare(chunks, limit):
                 break
-    result = [_make_chunk(members) for members in chunks if members]
+    result = [_make_chunk(members) for members in chunks + own if members]
     result.sort(key=lambda chunk: (-chunk.size, chunk.components))
     result.append(Chunk((), 0))
     return result
