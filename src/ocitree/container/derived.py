@@ -197,6 +197,8 @@ class DerivedLayerImporter:
         _, root = self.repo.gi.write_mtree(mt, None)
         meta = GLib.Variant("a{sv}", {IMPLICIT_DIRS_KEY: GLib.Variant("as", implicit)})
         _, csum = self.repo.gi.write_commit_with_time(None, None, None, meta, root, 0, None)
+        # Partial until the caller's transaction is in (see store._write_commit).
+        self.repo.gi.mark_commit_partial(csum, True)
         return str(csum)
 
     def _fill(self, mt: OSTree.MutableTree, d: _Dir, path: str, implicit: list[str]) -> None:

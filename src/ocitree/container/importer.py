@@ -137,6 +137,8 @@ class OstreeLayerImporter:
             else:
                 raise ImageFormatError(f"{name} is neither a regular file nor a symlink")
         except GLib.Error as e:
+            if "checksum" not in e.message.lower() and "corrupt" not in e.message.lower():
+                raise  # e.g. no space left: the store reports it as such
             raise ImageFormatError(f"object {csum} is corrupt: {e.message}") from e
         self.count += 1
         self.content.append(csum)

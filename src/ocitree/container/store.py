@@ -16,8 +16,11 @@ and a rerun fetches only what is missing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import tarfile
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -219,6 +222,12 @@ def _transaction(repo: Repo) -> Iterator[None]:
 
 RETRIES = 3
 _TRANSIENT = (
+    "invalid status code from registry 5",
+    "internal server error",
+    "bad gateway",
+    "service unavailable",
+    "gateway timeout",
+    "too many requests",
     "connection reset",
     "connection refused",
     "unexpected eof",
@@ -289,22 +298,54 @@ def _import_layer(repo: Repo, source: ImageSource, layer: LayerPlan, ref: str) -
                     repo.gi.mark_commit_partial(commit, True)
                 else:
                     commit = _object_set_commit(repo, imp.content)
-        except ImageFormatError:
-            raise
-        except (OSError, EOFError, ValueError) as e:
-            blob.verify()  # a digest mismatch is the better explanation
+        except ImageFormatError as e:
+            _verify_quietly(blob)  # a digest mismatch is the better explanation
+            if layer.digest in e.message:
+                raise
+            raise ImageFormatError(f"layer {layer.digest}: {e.message}", hint=e.hint) from e
+        except (OSError, EOFError, ValueError, zlib.error, tarfile.TarError) as e:
+            if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+                raise _no_space(layer) from e
+            _verify_quietly(blob)
             if isinstance(e, OSError) and e.errno is not None:
                 raise
             raise ImageFormatError(f"layer {layer.digest} is corrupt: {e}") from e
         except GLib.Error as e:
-            if "No space left" in e.message:
-                raise UserError(
-                    f"no space left on device importing layer {layer.digest}",
-                    hint="free space in the repository's filesystem and retry",
-                ) from e
+            if "No space left" in e.message or "min-free-space" in e.message:
+                raise _no_space(layer) from e
             raise ImageFormatError(f"layer {layer.digest}: {e.message}") from e
         repo.gi.transaction_set_ref(None, ref, commit)
+    if layer.kind != "ostree commit":  # the base commit stays partial until all its chunks are in
+        repo.gi.mark_commit_partial(commit, False)
     return commit, blob.count
+
+
+def _verify_quietly(blob: DigestReader) -> None:
+    """Raise the digest mismatch if there is one; a broken stream is no news here."""
+    try:
+        blob.verify()
+    except ImageFormatError:
+        raise
+    except (OSError, EOFError, ValueError, zlib.error, UserError):
+        pass
+
+
+def _no_space(layer: LayerPlan) -> UserError:
+    return UserError(
+        f"no space left on device importing layer {layer.digest}",
+        hint="free space in the repository's filesystem and retry; what was fetched is kept",
+    )
+
+
+def _write_commit(
+    repo: Repo, parent: str | None, meta: GLib.Variant | None, root: object, timestamp: int
+) -> str:
+    """write_commit_with_time, the commit marked partial until its transaction is in:
+    a kill while the transaction moves objects in must not leave a commit that looks
+    complete but is not (ostree fsck skips partial commits)."""
+    _, commit = repo.gi.write_commit_with_time(parent, None, None, meta, root, timestamp, None)
+    repo.gi.mark_commit_partial(commit, True)
+    return str(commit)
 
 
 def _object_set_commit(repo: Repo, content: list[str]) -> str:
@@ -314,8 +355,7 @@ def _object_set_commit(repo: Repo, content: list[str]) -> str:
     for csum in sorted(set(content)):
         mt.replace_file(csum, csum)
     _, root = repo.gi.write_mtree(mt, None)
-    _, commit = repo.gi.write_commit_with_time(None, None, None, None, root, 0, None)
-    return str(commit)
+    return _write_commit(repo, None, None, root, 0)
 
 
 def _timestamp(image: Image) -> int:
@@ -345,11 +385,10 @@ def _write_merge_commit(
         if derived:
             relabel(repo, mt)
         _, root = repo.gi.write_mtree(mt, None)
-        _, commit = repo.gi.write_commit_with_time(
-            base, None, None, meta, root, _timestamp(image), None
-        )
+        commit = _write_commit(repo, base, meta, root, _timestamp(image))
         repo.gi.transaction_set_ref(None, image_ref(imgref), commit)
-    return str(commit)
+    repo.gi.mark_commit_partial(commit, False)
+    return commit
 
 
 def _require_kernel(mt: OSTree.MutableTree) -> None:

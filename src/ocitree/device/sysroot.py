@@ -341,6 +341,11 @@ class Device:
             )
         return str(checksum)
 
+    def cleanup(self) -> None:
+        """Remove what an interrupted deploy may have left (under the sysroot lock)."""
+        with sysroot_lock(self, timeout=self.lock_timeout):
+            self._cleanup()
+
     def _cleanup(self) -> None:
         """``ostree_sysroot_cleanup()`` without its stdout chatter ("Freed objects: …").
 

@@ -143,6 +143,9 @@ def rebase(
                 and default.manifest_digest == plan.manifest_digest
                 and default.image_reference == str(ref)
             ):
+                # Already deployed; an earlier run may have been stopped before its
+                # cleanup, so finish that.
+                device.cleanup()
                 return UpdateResult(plan, None, None)
             with step(
                 f"Pulling {ref.image} ({plan.fetch_bytes} of {plan.total_bytes} bytes to fetch)"
