@@ -13,10 +13,8 @@ component, else from the package's changelog entries in the year before the comm
 
 from __future__ import annotations
 
-import gzip
-import json
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,7 +124,7 @@ def _tree_path(rpm_path: str, root_links: Mapping[str, str]) -> str:
     return rel
 
 
-def unpackaged_group(path: str, kver_dirs: Iterable[str] = ()) -> str:
+def unpackaged_group(path: str) -> str:
     if path.startswith("usr/lib/modules/") and path.endswith("/initramfs.img"):
         return "initramfs"
     parts = path.split("/")[:-1][:_UNPACKAGED_DEPTH]
@@ -188,15 +186,3 @@ def assign(
             freq = MONTHLY
         components[name] = Component(name, size, freq)
     return Ownership(owner, components)
-
-
-def read_json_maybe_gz(path: Path) -> object:
-    try:
-        data = path.read_bytes()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
-        return json.loads(data)
-    except FileNotFoundError as e:
-        raise UserError(f"{path} does not exist") from e
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON: {e}") from e

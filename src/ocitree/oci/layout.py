@@ -151,26 +151,6 @@ class OciLayout:
         index["manifests"] = kept
         atomic_write(self.path / "index.json", canonical_json(index))
 
-    def referenced_blobs(self) -> set[str]:
-        """Every blob digest reachable from index.json."""
-        seen: set[str] = set()
-        todo = [m["digest"] for m in self.index().get("manifests", [])]
-        while todo:
-            d = todo.pop()
-            if d in seen:
-                continue
-            seen.add(d)
-            try:
-                doc = json.loads(self.blob_path(d).read_bytes())
-            except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if "manifests" in doc:
-                todo += [m["digest"] for m in doc["manifests"]]
-            if "config" in doc:
-                seen.add(doc["config"]["digest"])
-                seen.update(layer["digest"] for layer in doc.get("layers", []))
-        return seen
-
 
 def _empty_index() -> dict[str, Any]:
     return {"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": []}

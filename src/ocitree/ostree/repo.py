@@ -8,7 +8,6 @@ streaming them through GIO from Python.
 from __future__ import annotations
 
 import enum
-import os
 import struct
 import sys
 import zlib
@@ -207,13 +206,6 @@ class Repo:
     def set_ref(self, ref: str, checksum: str | None) -> None:
         self.gi.set_ref_immediate(None, ref, checksum, None)
 
-    def has_object(self, objtype: ObjectType, checksum: str) -> bool:
-        gi_type = _GI_TYPES.get(objtype, OSTree.ObjectType.FILE)
-        if objtype is ObjectType.COMMITMETA:
-            gi_type = OSTree.ObjectType.COMMIT_META
-        _, have = self.gi.has_object(gi_type, checksum, None)
-        return bool(have)
-
     def read_metadata(self, objtype: ObjectType, checksum: str) -> bytes:
         """The serialized bytes of a metadata object (identical in every repo mode)."""
         path = self._objects / object_relpath(checksum, objtype)
@@ -402,11 +394,3 @@ class _GioReader:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None, /
     ) -> None:
         self.close()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
