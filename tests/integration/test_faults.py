@@ -97,6 +97,13 @@ _XFAIL_HALF_COMMITTED = pytest.mark.xfail(
     "metadata object') until the next transaction. The layer-0 commit is marked partial "
     "during its transaction (fsck skips it); chunk and merge commits are not",
 )
+_XFAIL_WEDGED = pytest.mark.xfail(
+    strict=True,
+    reason="BUG store._write_merge_commit/pull: a kill after the merge commit's transaction "
+    "is in (image ref set) but before mark_commit_partial(commit, False) leaves the merge "
+    "commit partial for good: every rerun finds the image stored, returns that commit and "
+    "Device.deploy refuses it ('commit X is incomplete (hint: import the image again)')",
+)
 _XFAIL_STALE = pytest.mark.xfail(
     strict=True,
     reason="BUG device.update.rebase: after a kill between the bootloader switch and "
@@ -338,12 +345,33 @@ def _fsck(sysroot: Path) -> None:
     assert errors is None, f"ostree fsck failed:\n{errors}"
 
 
-def _assert_unlocked(sysroot: Path) -> None:
-    try:
-        with sysroot_lock(sysroot, wait=False):
-            pass
-    except UserError as e:
-        pytest.fail(f"the sysroot lock is still held: {e}")
+def _assert_unlocked(sysroot: Path, timeout: float = 5.0) -> None:
+    """The sysroot lock is free (within ``timeout``).
+
+    After a kill during a deployment write the lock can stay taken for a moment: libostree's
+    fsfreeze watchdog (a fork() of the killed process, so it shares the lock's open file)
+    exits only once it sees its parent gone.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with sysroot_lock(sysroot, wait=False):
+                return
+        except UserError as e:
+            if time.monotonic() >= deadline:
+                pytest.fail(f"the sysroot lock is still held by {_lock_holders(sysroot)}: {e}")
+        time.sleep(0.02)
+
+
+def _lock_holders(sysroot: Path) -> list[str]:
+    """Processes with the sysroot's lock file open."""
+    lock = str(sysroot / "ostree/lock")
+    found = []
+    for p in _processes():
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) == lock for fd in Path(f"/proc/{p.pid}/fd").iterdir()):
+                found.append(f"{p.pid} ({p.comm}, parent {p.ppid})")
+    return found
 
 
 def _refs(sysroot: Path) -> set[str]:
@@ -504,6 +532,7 @@ def test_killed_at_20_points_of_an_upgrade(
     report: list[str] = []
     stale: list[str] = []  # deployment dirs a rerun did not clean up
     half_committed: list[str] = []  # fsck errors from a transaction killed while committing
+    wedged: list[str] = []  # reruns refused: the stored merge commit is marked partial
     with _device(tmp_path, direct) as sysroot:
         for i in range(1, KILLS + 1):
             if i > 1:
@@ -550,6 +579,10 @@ def test_killed_at_20_points_of_an_upgrade(
                 assert staged, f"ostree fsck after kill {report[-1]}:\n{errors}"
                 half_committed.append(f"{report[-1]}: {staged}")
             r = ocitree(capsys, *_upgrade_args(sysroot, "--json"))
+            if r.code == 1 and "is incomplete" in r.err and phase == "merged":
+                again = ocitree(capsys, *_upgrade_args(sysroot))
+                wedged.append(f"{report[-1]}: {r.err.strip()}; another rerun: {again.err.strip()}")
+                continue
             assert r.code == 0, f"rerun after kill {report[-1]}: {r.err}"
             fetched = json.loads(r.out)["fetched_bytes"]
             assert fetched == (0 if phase in ("deployed", "merged", "deploying") else missing), (
@@ -574,7 +607,9 @@ def test_killed_at_20_points_of_an_upgrade(
         request.node.add_marker(_XFAIL_STALE)
     if half_committed:
         request.node.add_marker(_XFAIL_HALF_COMMITTED)
-    assert not stale and not half_committed, stale + half_committed
+    if wedged:
+        request.node.add_marker(_XFAIL_WEDGED)
+    assert not stale and not half_committed and not wedged, stale + half_committed + wedged
 
 
 def _staged_only(sysroot: Path, errors: str) -> str | None:

@@ -180,6 +180,8 @@ def pull(
     for i, layer in enumerate(plan.layers):
         ref = layer_ref(layer.digest)
         commit = resolve_ref(repo, ref)
+        if commit is not None and layer.kind != "ostree commit":
+            repo.gi.mark_commit_partial(commit, False)  # complete: see above
         if commit is None:
             with step(
                 f"Fetching layer {i + 1}/{len(plan.layers)} ({layer.kind}, {layer.size} bytes)"
@@ -194,6 +196,9 @@ def pull(
     if base is not None:
         repo.gi.mark_commit_partial(base, False)
     if state is not None and state[1] == image.manifest_digest:
+        # Its ref was set in the transaction that wrote it, so it is complete even if a
+        # kill came before the partial mark was cleared.
+        repo.gi.mark_commit_partial(state[0], False)
         return PulledImage(
             state[0], base, image.manifest_digest, _version(image), fetched, fetched_layers
         )

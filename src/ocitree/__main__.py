@@ -1,0 +1,7 @@
+"""``python -m ocitree``."""
+
+import sys
+
+from ocitree.cli.main import main
+
+sys.exit(main())
