@@ -1,12 +1,15 @@
 """``ocitree build``: a derived OS image from a Containerfile, as one new ostree commit.
 
 The recipe:
-1. parse the Containerfile (every error reported at once);
-2. pull the ``FROM`` image into the build repo (a cache: layers are fetched once);
+1. parse the Containerfile (every error reported at once), or the osbuild blueprint
+   (``blueprint``, built on ``base``: :mod:`ocitree.build.blueprint`);
+2. pull the ``FROM`` image (or ``base``, which overrides ``FROM`` as ``podman build
+   --from`` does) into the build repo (a cache: layers are fetched once);
 3. check its commit out as a plain directory, ``/usr/etc`` shown as ``/etc``;
 4. run the steps: COPY/ADD from the context, RUN in a bubblewrap sandbox with the
    offline ``systemctl``, ``rpm-ostree install`` and ``ostree container commit`` shims,
-   secrets mounted for their step only;
+   secrets mounted for their step only; or apply the blueprint (packages through the same
+   installer, then users, files, services, kernel arguments);
 5. clean up like ``ostree container commit``, lint like ``bootc container lint``;
 6. commit the root (parent: the base commit), labelled with its own SELinux policy;
 7. encapsulate it keeping the base image's layer assignment, so unchanged layers are
@@ -19,17 +22,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ocitree.build import blueprint
 from ocitree.build import containerfile as cf
 from ocitree.build.files import context_sources, copy_into, resolve_in_root
 from ocitree.build.lint import lint
-from ocitree.build.sandbox import Mount, run_step
-from ocitree.build.shims import Handler, Reply, ShimServer
+from ocitree.build.sandbox import Mount, run_host_with_mounts, run_step
+from ocitree.build.shims import SHIM_DIR, Handler, Reply, ShimServer
 from ocitree.container import store
 from ocitree.container.encapsulate import (
     EncapsulateOptions,
@@ -56,7 +61,7 @@ CLEANED = ("var/tmp", "var/cache", "run", "tmp")
 
 @dataclass(frozen=True)
 class BuildOptions:
-    containerfile: Path
+    containerfile: Path | None  # None with ``blueprint``
     context: Path
     dest: ImageReference
     build_args: Mapping[str, str] = field(default_factory=dict)
@@ -67,6 +72,8 @@ class BuildOptions:
     registry: RegistryOptions = field(default_factory=RegistryOptions)
     extra_repos: Sequence[str] = ()
     max_layers: int = 64
+    blueprint: Path | None = None  # an osbuild blueprint, instead of a Containerfile
+    base: str | None = None  # the base image: needed with ``blueprint``, else overrides FROM
 
 
 @dataclass
@@ -96,14 +103,27 @@ def base_reference(text: str) -> ImageReference:
 
 
 def build(opts: BuildOptions) -> EncapsulateResult:
-    try:
-        text = opts.containerfile.read_text()
-    except OSError as e:
-        raise UserError(f"cannot read {opts.containerfile}: {e.strerror}") from e
-    if not opts.context.is_dir():
-        raise UserError(f"build context {opts.context} is not a directory")
-    parsed = cf.parse(text, build_args=opts.build_args, filename=str(opts.containerfile))
-    _check_secrets(parsed, opts.secrets)
+    parsed: cf.Containerfile | None = None
+    recipe: blueprint.Blueprint | None = None
+    if opts.blueprint is not None:
+        if opts.containerfile is not None:
+            raise UserError("a build takes a Containerfile or a blueprint, not both")
+        if not opts.base:
+            raise UserError("a blueprint has no FROM", hint="name the base image with --from")
+        recipe = blueprint.load(opts.blueprint)
+        base_text = opts.base
+    else:
+        if opts.containerfile is None:
+            raise UserError("no Containerfile given")
+        try:
+            text = opts.containerfile.read_text()
+        except OSError as e:
+            raise UserError(f"cannot read {opts.containerfile}: {e.strerror}") from e
+        if not opts.context.is_dir():
+            raise UserError(f"build context {opts.context} is not a directory")
+        parsed = cf.parse(text, build_args=opts.build_args, filename=str(opts.containerfile))
+        _check_secrets(parsed, opts.secrets)
+        base_text = opts.base or parsed.base.image
     opts.cache_dir.mkdir(parents=True, exist_ok=True)
     repo_path = opts.cache_dir / "repo"
     repo = (
@@ -111,7 +131,7 @@ def build(opts: BuildOptions) -> EncapsulateResult:
         if (repo_path / "config").exists()
         else Repo.create(repo_path, RepoMode.BARE)
     )
-    base_ref = base_reference(parsed.base.image)
+    base_ref = base_reference(base_text)
     from ocitree.device.update import open_source
 
     with (
@@ -136,7 +156,7 @@ def build(opts: BuildOptions) -> EncapsulateResult:
             run(["ostree", f"--repo={repo_path}", "checkout", "--force-copy", pulled.commit, root])
             if (root / "usr/etc").is_dir() and not (root / "etc").exists():
                 (root / "usr/etc").rename(root / "etc")
-        state = _State(env=dict(parsed.args))
+        state = _State(env=dict(parsed.args) if parsed is not None else {})
         state.labels = {
             k: v
             for k, v in base_labels.items()
@@ -145,7 +165,12 @@ def build(opts: BuildOptions) -> EncapsulateResult:
         shims = ShimServer(root, work / "shims")
         for tool, handler in _handlers(root, opts, shims).items():
             shims.add(tool, handler)
-        for s in parsed.steps:
+        if recipe is not None:
+            with step(f"Applying the blueprint {recipe.name}"), shims.serving():
+                blueprint.apply(
+                    recipe, root, install=lambda pkgs: install_packages(root, pkgs, opts, shims)
+                )
+        for s in parsed.steps if parsed is not None else ():
             _apply(s, root, opts, state, shims)
         with step("Cleaning up and linting the result"):
             _finish(root)
@@ -296,6 +321,15 @@ def _handlers(image_root: Path, opts: BuildOptions, shims: ShimServer) -> dict[s
 def _install(root: Path, packages: list[str], opts: BuildOptions, shims: ShimServer) -> Reply:
     if not packages:
         return Reply(1, stderr="install: no packages named\n")
+    installed = install_packages(root, packages, opts, shims)
+    return Reply(0, stdout="".join(f"Installed: {n}\n" for n in installed))
+
+
+def install_packages(
+    root: Path, packages: Sequence[str], opts: BuildOptions, shims: ShimServer
+) -> tuple[str, ...]:
+    """Install ``packages`` (and what they need) into the build root: what serves
+    ``rpm-ostree install`` and a blueprint's packages. The NEVRAs installed."""
     from ocitree.build import packages as engine
 
     def run_in_root(argv: Sequence[str]) -> int:
@@ -306,14 +340,26 @@ def _install(root: Path, packages: list[str], opts: BuildOptions, shims: ShimSer
 
     has_rpm = any((root / d / "rpm").exists() for d in ("usr/bin", "bin"))
     repos = engine.read_repo_files(root, extra=opts.extra_repos)
+
+    def run_host(argv: Sequence[str]) -> subprocess.CompletedProcess[bytes]:
+        # The host's rpm --root: scriptlets run chrooted with rpm's own PATH, so the
+        # shims go over (or in place of) the image's binaries for the run.
+        mounts = [m for m in shims.mounts() if m.target == SHIM_DIR]
+        for tool in shims.handlers:
+            if tool in ("dnf", "yum"):
+                continue
+            mounts.append(Mount(shims.dir / "bin" / tool, f"/usr/bin/{tool}"))
+        return run_host_with_mounts(root, argv, mounts)
+
     result = engine.install(
         root,
         packages,
         repos=repos,
         cache=opts.cache_dir / "rpms",
         run_in_root=run_in_root if has_rpm else None,
+        run_host=run_host,
     )
-    return Reply(0, stdout="".join(f"Installed: {n}\n" for n in result.installed))
+    return result.installed
 
 
 def commit_cleanup(root: Path) -> None:

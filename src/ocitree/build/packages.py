@@ -21,6 +21,7 @@ import importlib
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -579,7 +580,12 @@ def _run_in_image(
         )
 
 
-def _run_on_host(root: Path, rpms: Sequence[Path], db: tuple[str, str] | None) -> None:
+HostRunner = Callable[[Sequence[str]], subprocess.CompletedProcess[bytes]]
+
+
+def _run_on_host(
+    root: Path, rpms: Sequence[Path], db: tuple[str, str] | None, run_host: HostRunner | None
+) -> None:
     dbpath, backend = db or ("/usr/share/rpm", "sqlite")
     if backend == "bdb":
         raise UserError(
@@ -590,7 +596,11 @@ def _run_on_host(root: Path, rpms: Sequence[Path], db: tuple[str, str] | None) -
         "rpm", "--root", str(root), "--dbpath", dbpath, "--define", f"_db_backend {backend}",
         "-Uvh", "--nosignature", *(str(p) for p in rpms),
     ]  # fmt: skip
-    proc = run(argv, check=False, hint="rpm comes with Debian's rpm package")
+    proc = (
+        run_host(argv)
+        if run_host is not None
+        else run(argv, check=False, hint="rpm comes with Debian's rpm package")
+    )
     for line in (proc.stdout or b"").decode(errors="replace").splitlines():
         logger.debug("rpm: %s", line)
     if proc.returncode != 0:
@@ -610,12 +620,15 @@ def install(
     repos: Sequence[RepoConfig],
     cache: Path,
     run_in_root: Callable[[Sequence[str]], int] | None = None,
+    run_host: HostRunner | None = None,
 ) -> InstallResult:
     """Install ``packages`` (names, provides, ``name-version``…) and what they need.
 
     ``run_in_root(argv)`` runs a command inside the sandboxed build root and returns its
     exit code; with it, and where the image has an rpm, that rpm runs the transaction.
-    Otherwise the host's ``rpm --root`` does. Packages already installed are left alone.
+    Otherwise the host's ``rpm --root`` does, through ``run_host(argv)`` when given (the
+    build engine runs it with the shims mounted into the root, so scriptlets get the
+    offline systemctl). Packages already installed are left alone.
     """
     if not packages:
         raise UserError("no packages named to install")
@@ -641,5 +654,5 @@ def install(
     if run_in_root is not None and _image_has_rpm(root):
         _run_in_image(root, files, db[0] if db else None, run_in_root)
     else:
-        _run_on_host(root, files, db)
+        _run_on_host(root, files, db, run_host)
     return InstallResult(tuple(nevras))

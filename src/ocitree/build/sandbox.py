@@ -10,6 +10,7 @@ points bubblewrap has to create inside the root are removed again afterwards.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,3 +108,31 @@ def run_step(
             elif path.is_file() and path.stat().st_size == 0:
                 path.unlink()
     return StepResult(proc.returncode)
+
+
+def run_host_with_mounts(
+    root: Path, argv: Sequence[str], mounts: Sequence[Mount]
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a host command (the host's ``rpm --root``) with ``mounts`` placed inside the
+    root, in a private mount namespace: the shims reach scriptlets rpm runs chrooted."""
+    created: list[Path] = []
+    args: list[str | Path] = ["bwrap", "--dev-bind", "/", "/", "--die-with-parent"]
+    for m in mounts:
+        target = _inside(root, m.target)
+        missing = _missing_parents(root, target)
+        for p in reversed(missing):  # make the mount points, outermost first
+            if p == target and not m.source.is_dir():
+                p.touch()
+            else:
+                p.mkdir()
+        created += missing
+        args += ["--ro-bind" if m.readonly else "--bind", m.source, target]
+    try:
+        return run([*args, "--", *argv], check=False)
+    finally:
+        for path in created:
+            if path.is_dir() and not path.is_symlink():
+                if not any(path.iterdir()):
+                    path.rmdir()
+            elif path.is_file() and path.stat().st_size == 0:
+                path.unlink()

@@ -16,20 +16,34 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "build",
         parents=[common],
-        help="build a derived OS image from a Containerfile",
+        help="build a derived OS image from a Containerfile or an osbuild blueprint",
         description="Build FROM an ostree container image: COPY/ADD, RUN (with offline "
-        "systemctl and rpm-ostree install), squashed into one new ostree commit and "
+        "systemctl and rpm-ostree install), or an osbuild blueprint's packages and "
+        "customizations (--blueprint, --from), squashed into one new ostree commit and "
         "encapsulated with the base's layers kept byte-identical.",
         epilog="example: ocitree build -f Containerfile.microshift -t "
-        "oci:build/os:microshift --secret id=key,src=entitlement-key.pem .",
+        "oci:build/os:microshift --secret id=key,src=entitlement-key.pem .; "
+        "ocitree build --blueprint layer.toml --from oci:build/os:base -t oci:build/os:layer",
     )
     p.add_argument(
         "context",
         metavar="CONTEXT",
         nargs="?",
-        default=".",
+        default=None,
         type=Path,
         help="the build context directory (default: .)",
+    )
+    p.add_argument(
+        "--blueprint",
+        type=Path,
+        metavar="FILE",
+        help="build from an osbuild blueprint (TOML) instead of a Containerfile; needs --from",
+    )
+    p.add_argument(
+        "--from",
+        dest="base",
+        metavar="IMAGE",
+        help="the base image (overrides the Containerfile's FROM)",
     )
     p.add_argument(
         "-f",
@@ -102,9 +116,24 @@ def _secrets(items: list[str]) -> dict[str, Path]:
 def run(args: argparse.Namespace) -> int:
     from ocitree.build.builder import BuildOptions, build
 
-    context: Path = args.context
+    context: Path = args.context or Path(".")
     file = args.file
-    if file is None:
+    if args.blueprint is not None:
+        given = [
+            what
+            for what, value in (
+                ("-f", file),
+                ("CONTEXT", args.context),
+                ("--build-arg", args.build_arg),
+                ("--secret", args.secret),
+            )
+            if value
+        ]
+        if given:
+            raise UserError(
+                f"--blueprint takes no {', '.join(given)}: those are for a Containerfile build"
+            )
+    elif file is None:
         file = context / "Containerfile"
         if not file.exists() and (context / "Dockerfile").exists():
             file = context / "Dockerfile"
@@ -120,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
         registry=registry_options(args),
         extra_repos=tuple(args.extra_repos),
         max_layers=args.max_layers,
+        blueprint=args.blueprint,
+        base=args.base,
     )
     result = build(opts)
     if args.json:
