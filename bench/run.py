@@ -1,8 +1,9 @@
-"""Benchmarks of docs BENCHMARKS.md (B1-B4): ``bench/run.py [--only b1|b2|b3|b4] [--size SIZE]``.
+"""Benchmarks of docs BENCHMARKS.md (B1-B5): ``bench/run.py [--only b1|…|b5] [--size SIZE]``.
 
 Prints one line per figure, ``name: value (target …)``; indented lines are information.
 Exits 0 whether or not targets are met, and when a benchmark fails (it says so).
-B3 and B4 need root (device sysroots live on tmpfs mounts) and docker-registry.
+B3 and B4 need root (device sysroots live on tmpfs mounts) and docker-registry; B5
+needs buildah and bubblewrap.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import b1_encapsulate  # noqa: E402
 import b2_chunking  # noqa: E402
 import b3_device  # noqa: E402
 import b4_update  # noqa: E402
+import b5_build  # noqa: E402
 from common import can_mount_tmpfs, info, workdir  # noqa: E402
 
 from support.gentree import parse_size  # noqa: E402
 from support.registry import start_registry  # noqa: E402
 
-ALL = ["b1", "b2", "b3", "b4"]
+ALL = ["b1", "b2", "b3", "b4", "b5"]
 
 
 @contextmanager
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "--size",
         type=parse_size,
         default=os.environ.get("BENCH_SIZE", "1G"),
-        help="tree size for B1, B3, B4, e.g. 300M, 1G (default: $BENCH_SIZE or 1G)",
+        help="tree size for B1, B3, B4, B5, e.g. 300M, 1G (default: $BENCH_SIZE or 1G)",
     )
     parser.add_argument(
         "--runs",
@@ -96,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             tree_repo = (data.repo, data.ref)
         if "b2" in selected:
             b2_chunking.bench(tree_repo)
+        if "b5" in selected:
+            # Before B4, which moves B1's ref to v2.
+            with guarded("b5", []):
+                b5_build.bench(work / "b5", args.size, args.runs, tree_repo)
         if "b3" in selected or "b4" in selected:
             _device_benches(work / "dev", args.size, args.runs, selected, tree_repo)
     print(f"  total {time.perf_counter() - start:.0f} s", flush=True)

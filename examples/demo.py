@@ -8,15 +8,20 @@ The device is an ostree sysroot on a tmpfs mounted at demo-output/device (libost
 freezes and thaws the filesystem holding a sysroot's /boot when it writes deployments,
 so it must not be the machine's own). It is installed from the plain ostree commit, then
 rebased onto the image in the registry, upgraded to a second version pushed under the
-same tag, and rolled back. Where a tmpfs cannot be mounted (not root) the demo says why
-and stops before the device.
+same tag, and rolled back. Last, a MicroShift-like image is built FROM the sample image
+in the registry with ``ocitree build`` (examples/microshift-like: COPY, RUN with
+``systemctl enable`` and a build secret that stays out of the image), and the device
+is rebased onto it. Where a tmpfs cannot be mounted (not root) the demo says why and
+stops before the device.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
+import secrets
 import shlex
 import shutil
 import socket
@@ -24,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 TOP = HERE.parent
@@ -37,6 +43,7 @@ REF = "ocitree-sample/1/x86_64/edge"
 OSNAME = "sample"
 DEVICE_TMPFS_SIZE = "256M"
 CONF = "sample/sample.conf"  # a config file of the sample OS the device edits
+MICROSHIFT = HERE / "microshift-like"  # the derived image's Containerfile and context
 
 
 def show(*argv: object) -> None:
@@ -209,6 +216,86 @@ def device_demo(out: Path, ocitree: list[str], host: str, tree: Path, dev: Path)
     show(*ocitree, "rollback", "--sysroot", dev)
     show(*ocitree, "status", "--sysroot", dev)
 
+    derived_demo(out, ocitree, host, dev)
+
+
+def inspect_json(ocitree: list[str], image: str) -> dict[str, Any]:
+    proc = run([*ocitree, "inspect", "--json", image, "--tls-verify=false"])
+    return dict(json.loads(proc.stdout))
+
+
+def compare_layers(ocitree: list[str], base: str, derived: str) -> str:
+    """One line: which of the derived image's layers are the base's own blobs."""
+    base_digests = {layer["digest"] for layer in inspect_json(ocitree, base)["layers"]}
+    layers = inspect_json(ocitree, derived)["layers"]
+    new = [
+        f"#{i} "
+        + ("ostree commit" if layer["components"] is None else " + ".join(layer["components"]))
+        for i, layer in enumerate(layers)
+        if layer["digest"] not in base_digests
+    ]
+    return (
+        f"{len(layers) - len(new)} of the {len(layers)} layers are the base's, same digests "
+        f"(nothing to push or pull for them); new: {'; '.join(new)}"
+    )
+
+
+def blobs_holding(storage: Path, needle: bytes) -> tuple[int, int]:
+    """(blobs that contain ``needle``, blobs) in a registry's storage, layers uncompressed."""
+    hits = total = 0
+    for data_file in (storage / "docker/registry/v2/blobs").rglob("data"):
+        data = data_file.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        total += 1
+        hits += needle in data
+    return hits, total
+
+
+def derived_demo(out: Path, ocitree: list[str], host: str, dev: Path) -> None:
+    print("\n== 9. A MicroShift-like image built FROM the sample image in the registry")
+    base = f"docker://{host}/ocitree/sample:1.0"
+    derived = f"docker://{host}/ocitree/sample:1.0-microshift"
+    token = secrets.token_hex(16)
+    secret = out / "entitlement.pem"
+    secret.write_text(f"entitlement-key: {token}\n")
+    secret.chmod(0o600)
+    print(f"-- {MICROSHIFT.relative_to(TOP)}/Containerfile, without its comments:")
+    for line in (MICROSHIFT / "Containerfile").read_text().splitlines():
+        if line and not line.startswith("#"):
+            print(f"   {line}")
+    show(
+        *ocitree,
+        "build",
+        "-f",
+        MICROSHIFT / "Containerfile",
+        "-t",
+        derived,
+        "--tls-verify=false",
+        "--build-arg",
+        f"BASE={base.removeprefix('docker://')}",
+        "--secret",
+        f"id=entitlement,src={secret}",
+        "--cache-dir",
+        out / "build-cache",
+        MICROSHIFT,
+    )
+    show(*ocitree, "inspect", derived, "--tls-verify=false")
+    print(f"\n-- against {base}: {compare_layers(ocitree, base, derived)}")
+    hits, total = blobs_holding(out / "registry", token.encode())
+    print(f"-- the entitlement's key is in {hits} of the registry's {total} blobs")
+    if hits:
+        raise SystemExit("the build secret leaked into the image")
+
+    print("\n== 10. The device rebased onto the derived image")
+    imgref = f"ostree-unverified-registry:{derived.removeprefix('docker://')}"
+    show(*ocitree, "rebase", imgref, "--sysroot", dev, "--tls-verify=false")
+    etc = default_deployment_etc(ocitree, dev)
+    print("\n-- the unit the build enabled, and its config, in the new deployment's /etc")
+    show("ls", "-l", etc / "systemd/system/multi-user.target.wants")
+    show("cat", etc / "sample/microshift.conf")
+    show(*ocitree, "status", "--sysroot", dev)
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -261,7 +348,10 @@ def main() -> int:
         print(f"\nStopped before the device: cannot mount a tmpfs at {dev}: {why}")
         print(f"Done: {remote} (registry data in {out / 'registry'})")
     else:
-        print(f"\nDone: {remote} deployed, upgraded and rolled back on a device")
+        print(
+            f"\nDone: {remote} deployed, upgraded and rolled back on a device, then "
+            "rebased onto its MicroShift-like derivative"
+        )
     return 0
 
 
