@@ -36,15 +36,21 @@ from ocitree.build.lint import lint
 from ocitree.build.sandbox import Mount, run_host_with_mounts, run_step
 from ocitree.build.shims import SHIM_DIR, Handler, Reply, ShimServer
 from ocitree.container import store
+from ocitree.container.blobstream import DigestReader
+from ocitree.container.describe import ostree_layer_count
 from ocitree.container.encapsulate import (
+    COMPONENTS_ANNOTATION,
     EncapsulateOptions,
     EncapsulateResult,
+    ReusableLayer,
     encapsulate,
     previous_chunks,
 )
 from ocitree.errors import UserError
 from ocitree.log import logger, step
 from ocitree.oci.destination import staged
+from ocitree.oci.layer import Blob
+from ocitree.oci.layout import Image
 from ocitree.oci.reference import (
     ImageReference,
     OstreeImageReference,
@@ -176,14 +182,65 @@ def build(opts: BuildOptions) -> EncapsulateResult:
             _finish(root)
         commit = _commit(repo_path, root, pulled.base_commit, repo, state)
     state.labels.update(opts.labels)
+    base_source = OstreeImageReference(SignatureMode.UNVERIFIED, base_ref)
+
+    def fetch_blob(blob: Blob, target: Path) -> None:
+        # A kept base layer the destination lacks: copied from the base image as it is.
+        with (
+            step(f"Copying the base layer {blob.digest[:19]}"),
+            open_source(base_source, opts.registry) as src,
+            src.open_blob(blob.digest, blob.size) as f,
+        ):
+            reader = DigestReader(f, blob.digest, blob.size)
+            tmp = target.with_name(f".tmp-{target.name}")
+            try:
+                with tmp.open("wb") as out:
+                    while chunk := reader.read(1 << 20):
+                        out.write(chunk)
+                reader.verify()
+                tmp.chmod(0o644)
+                tmp.rename(target)
+            finally:
+                tmp.unlink(missing_ok=True)
+
     enc = EncapsulateOptions(
         max_layers=opts.max_layers,
         previous=previous,
         labels={k: v for k, v in state.labels.items()},
         cmd=_config_cmd(state),
+        reuse=_reusable_layers(repo, base_image, pulled.base_commit),
+        fetch_blob=fetch_blob,
     )
     with staged(opts.dest, opts.registry) as target:
         return encapsulate(repo, commit, target.layout, target.tag, enc)
+
+
+def _reusable_layers(repo: Repo, image: Image, base_commit: str) -> list[ReusableLayer]:
+    """The base image's chunk layers with what they hold (from their layer refs)."""
+    count = ostree_layer_count(image)
+    layers = list(image.manifest.get("layers", []))
+    diff_ids = list(image.config.get("rootfs", {}).get("diff_ids", []))
+    paths: dict[str, list[str]] = {}
+    for entry in repo.iter_tree(repo.commit(base_commit)):
+        if entry.kind == "file" and not entry.path.startswith("sysroot/"):
+            paths.setdefault(entry.checksum, []).append(entry.path)
+    out = []
+    for i in range(1, count):
+        layer = layers[i]
+        names = (layer.get("annotations") or {}).get(COMPONENTS_ANNOTATION)
+        objset = store.resolve_ref(repo, store.layer_ref(layer["digest"]))
+        if names is None or objset is None or i >= len(diff_ids):
+            continue
+        objects = frozenset(name for name, _ in repo.dirtree(repo.commit(objset).root_tree).files)
+        out.append(
+            ReusableLayer(
+                components=tuple(sorted(c for c in names.split(",") if c)),
+                blob=Blob(layer["digest"], int(layer["size"]), layer["mediaType"], diff_ids[i]),
+                objects=objects,
+                paths={o: tuple(sorted(paths.get(o, []))) for o in objects},
+            )
+        )
+    return out
 
 
 def _config_cmd(state: _State) -> list[str] | None:

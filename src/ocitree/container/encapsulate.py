@@ -57,6 +57,21 @@ class EncapsulateOptions:
     labels: dict[str, str] = field(default_factory=dict)
     arch: str | None = None
     cmd: Sequence[str] | None = None
+    # Layers of an earlier image that may be used as they are (see ReusableLayer).
+    reuse: Sequence[ReusableLayer] = ()
+    fetch_blob: Callable[[Blob, Path], None] | None = None
+
+
+@dataclass(frozen=True)
+class ReusableLayer:
+    """A chunk layer of the base image: when a new chunk has the same components, the same
+    content objects and the same paths for them, this blob is that chunk (whoever wrote
+    it), so it is used as is: same digest, nothing to write, push or pull."""
+
+    components: tuple[str, ...]
+    blob: Blob
+    objects: frozenset[str]
+    paths: dict[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -184,8 +199,22 @@ def encapsulate(
             futures.append(_write_commit_layer(repo, content, layout, opts.compression, level))
         total = sum(c.size for c in chunks)
         done = 0
+        reusable = {r.components: r for r in opts.reuse}
         for i, chunk in enumerate(chunks, 1):
             csums = sorted(c for name in chunk.components for c in by_component.get(name, []))
+            reused = _reuse(reusable.get(chunk.components), csums, paths_of, layout, opts)
+            if reused is not None:
+                logger.info(
+                    "  layer %d/%d: %s unchanged, %s kept",
+                    i,
+                    len(chunks),
+                    chunk_title(chunk.components),
+                    reused.digest,
+                )
+                done_future: Future[Blob] = Future()
+                done_future.set_result(reused)
+                futures.append(done_future)
+                continue
             with step(f"Writing layer {i}/{len(chunks)}: {chunk_title(chunk.components)}"):
                 futures.append(
                     _write_chunk_layer(
@@ -216,6 +245,26 @@ def encapsulate(
 
 
 _IN_FLIGHT = 2
+
+
+def _reuse(
+    candidate: ReusableLayer | None,
+    csums: list[str],
+    paths_of: dict[str, list[str]],
+    layout: OciLayout,
+    opts: EncapsulateOptions,
+) -> Blob | None:
+    if candidate is None or frozenset(csums) != candidate.objects:
+        return None
+    for c in csums:
+        if tuple(p for p in paths_of[c] if not p.startswith("sysroot/")) != candidate.paths.get(c):
+            return None
+    target = layout.blob_path(candidate.blob.digest)
+    if not target.exists():
+        if opts.fetch_blob is None:
+            return None
+        opts.fetch_blob(candidate.blob, target)
+    return candidate.blob
 
 
 def _remove_new_blobs(layout: OciLayout, futures: list[Future[Blob]], existing: set[str]) -> None:
