@@ -99,15 +99,19 @@ def run_step(
     try:
         proc = run(args, check=False, capture=False, input=stdin)
     finally:
-        for path in created:
-            # Mount points bwrap made: empty files or directories; keep anything the step
-            # itself put there.
-            if path.is_dir() and not path.is_symlink():
-                if not any(path.iterdir()):
-                    path.rmdir()
-            elif path.is_file() and path.stat().st_size == 0:
-                path.unlink()
+        _remove_mount_points(created)
     return StepResult(proc.returncode)
+
+
+def _remove_mount_points(created: Sequence[Path]) -> None:
+    """Remove the mount points made for a run (deepest first): empty files or
+    directories; anything the run itself put there stays."""
+    for path in created:
+        if path.is_dir() and not path.is_symlink():
+            if not any(path.iterdir()):
+                path.rmdir()
+        elif path.is_file() and path.stat().st_size == 0:
+            path.unlink()
 
 
 def run_host_with_mounts(
@@ -130,9 +134,4 @@ def run_host_with_mounts(
     try:
         return run([*args, "--", *argv], check=False)
     finally:
-        for path in created:
-            if path.is_dir() and not path.is_symlink():
-                if not any(path.iterdir()):
-                    path.rmdir()
-            elif path.is_file() and path.stat().st_size == 0:
-                path.unlink()
+        _remove_mount_points(created)
