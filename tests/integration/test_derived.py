@@ -16,7 +16,7 @@ from ocitree.oci.skopeo import RegistryOptions
 from ocitree.ostree.repo import Repo, RepoMode
 from ocitree.run import run
 from support.gentree import commit_tree
-from support.images import ocitree, pull_layout
+from support.images import buildah_build, ocitree, pull_layout
 
 pytestmark = pytest.mark.integration
 
@@ -52,25 +52,7 @@ def _build_derived(
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Containerfile").write_text(CONTAINERFILE.format(base=f"oci:{tmp_path / 'img'}:v1"))
-    storage = [
-        f"--root={tmp_path / 'storage'}",
-        f"--runroot={tmp_path / 'run'}",
-        f"--storage-driver={driver}",
-    ]
-    run(
-        [
-            "buildah",
-            *storage,
-            "build",
-            "--isolation=chroot",
-            "-t",
-            "localhost/derived:1",
-            "-f",
-            ctx / "Containerfile",
-            ctx,
-        ]
-    )
-    run(["buildah", *storage, "push", "localhost/derived:1", f"oci:{tmp_path / 'img'}:derived"])
+    buildah_build(tmp_path, ctx, f"oci:{tmp_path / 'img'}:derived", driver=driver)
     return tmp_path / "img"
 
 

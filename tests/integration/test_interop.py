@@ -13,7 +13,7 @@ import pytest
 from integration.conftest import Committed
 from ocitree.run import run
 from support.gentree import commit_tree
-from support.images import ocitree
+from support.images import buildah_build, ocitree
 
 pytestmark = pytest.mark.integration
 
@@ -96,25 +96,7 @@ def test_buildah_builds_from_the_image(
         "RUN test -f /usr/lib/os-release && echo built > /etc/derived && "
         "busybox rm /usr/lib/ocitree-unpackaged/* \n"
     )
-    storage = [
-        f"--root={tmp_path / 'storage'}",
-        f"--runroot={tmp_path / 'run'}",
-        "--storage-driver=vfs",
-    ]
-    run(
-        [
-            "buildah",
-            *storage,
-            "build",
-            "--isolation=chroot",
-            "-t",
-            "localhost/derived:1",
-            "-f",
-            ctx / "Containerfile",
-            ctx,
-        ]
-    )
-    run(["buildah", *storage, "push", "localhost/derived:1", f"oci:{tmp_path / 'derived'}:1"])
+    buildah_build(tmp_path, ctx, f"oci:{tmp_path / 'derived'}:1")
     r = ocitree(capsys, "inspect", "--json", f"oci:{tmp_path / 'derived'}:1")
     assert r.code == 0, r.err
     info = json.loads(r.out)

@@ -13,7 +13,7 @@ from ocitree.container.selinux import SELINUX_XATTR
 from ocitree.ostree.repo import Repo, RepoMode
 from ocitree.run import run
 from support.gentree import commit_tree
-from support.images import ocitree, pull_layout
+from support.images import buildah_build, ocitree, pull_layout
 
 pytestmark = pytest.mark.integration
 
@@ -65,25 +65,7 @@ def test_derived_image_is_labelled_with_its_own_policy(
         " && printf '/usr/lib/app(/.*)?\\tsystem_u:object_r:app_t:s0\\n'"
         " >> /etc/selinux/ocitree/contexts/files/file_contexts\n"
     )
-    storage = [
-        f"--root={tmp_path / 'storage'}",
-        f"--runroot={tmp_path / 'run'}",
-        "--storage-driver=vfs",
-    ]
-    run(
-        [
-            "buildah",
-            *storage,
-            "build",
-            "--isolation=chroot",
-            "-t",
-            "localhost/d:1",
-            "-f",
-            ctx / "Containerfile",
-            ctx,
-        ]
-    )
-    run(["buildah", *storage, "push", "localhost/d:1", f"{image}:derived"])
+    buildah_build(tmp_path, ctx, f"{image}:derived")
     repo = Repo.create(tmp_path / "device", RepoMode.BARE)
     pulled = pull_layout(tmp_path / "img", "derived", repo)
     assert _label(repo, pulled.commit, "usr/bin/newtool") == "system_u:object_r:bin_t:s0"

@@ -19,6 +19,7 @@ from ocitree.container.store import PulledImage, pull
 from ocitree.oci.layout import Image, OciLayout
 from ocitree.oci.source import LayoutSource
 from ocitree.ostree.repo import Reader, Repo
+from ocitree.run import run
 
 
 @dataclass(frozen=True)
@@ -92,3 +93,27 @@ class FixedSource:
 def pull_layout(layout_dir: Path, tag: str, repo: Repo, imgref: str = "test") -> PulledImage:
     """Import an image from an OCI layout into ``repo`` with the device-side store."""
     return pull(repo, LayoutSource(OciLayout(layout_dir), tag), imgref)
+
+
+def buildah_build(workdir: Path, ctx: Path, dest: str, *, driver: str = "vfs") -> None:
+    """``buildah build`` of ``ctx/Containerfile`` as ``localhost/derived:1`` (storage in
+    ``workdir/storage`` and ``workdir/run``), then ``buildah push`` to ``dest``."""
+    storage = [
+        f"--root={workdir / 'storage'}",
+        f"--runroot={workdir / 'run'}",
+        f"--storage-driver={driver}",
+    ]
+    run(
+        [
+            "buildah",
+            *storage,
+            "build",
+            "--isolation=chroot",
+            "-t",
+            "localhost/derived:1",
+            "-f",
+            ctx / "Containerfile",
+            ctx,
+        ]
+    )
+    run(["buildah", *storage, "push", "localhost/derived:1", dest])
