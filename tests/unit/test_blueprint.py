@@ -214,7 +214,7 @@ colour = "blue"
 
 [[packages]]
 name = "tmux"
-version = "2.*"
+version = ">= 2"
 
 [customizations]
 hostname = "bad_host!"
@@ -242,8 +242,7 @@ uid = "1000"
         (2, "version: 'one' is not a semver version like \"0.0.1\""),
         (3, "colour: unknown key (expected one of: customizations, description, modules, "
             "name, packages, version)"),
-        (7, "packages[0].version: '2.*': version globs other than \"*\" are not supported; "
-            "give an exact version (\"1.2.3\" or \"1.2.3-1\") or \"*\""),
+        (7, "packages[0].version: '>= 2' is not a version or version glob"),
         (10, "customizations.hostname: 'bad_host!' is not a valid host name"),
         (11, "customizations.firewall: not supported in a layer blueprint"),
         (14, "customizations.kernel.name: not supported in a layer blueprint (install the "
@@ -378,7 +377,7 @@ def test_inline_array_elements_have_their_own_lines() -> None:
         'name = "x"\n'
         "packages = [\n"
         '  { name = "a" },\n'
-        '  { name = "b", version = "1.*" },\n'
+        '  { name = "b", version = "< 1" },\n'
         "]\n"
         "[customizations]\n"
         'files = [{ path = "/etc/a" }, { path = "rel" }]\n'
@@ -652,3 +651,33 @@ def test_file_replaces_a_symlink_and_stays_in_the_root(tmp_path: Path) -> None:
     assert (root / "etc/link").read_text() == "mine" and not (root / "etc/link").is_symlink()
     assert (root / "etc/passwd").read_text().startswith("root:")
     assert not (outside / "f").exists()
+
+
+def test_compose_blueprint_takes_distro_groups_and_version_globs() -> None:
+    text = (
+        'name = "edge"\nversion = "1.0.0"\ndistro = "rhel-8.7"\n'
+        '[[packages]]\nname = "tmux"\nversion = "3.*"\n'
+        '[[groups]]\nname = "core"\n'
+    )
+    bp = parse(text, compose=True)
+    assert (bp.distro, bp.groups) == ("rhel-8.7", ("core",))
+    assert bp.packages[0].spec == "tmux = 3.*"
+
+
+def test_compose_blueprint_errors_for_distro_and_groups_have_lines() -> None:
+    text = 'name = "e"\ndistro = "RHEL 8"\n[[groups]]\nname = "core"\n[[groups]]\nname = "core"\n'
+    with pytest.raises(BlueprintError) as info:
+        parse(text, compose=True)
+    assert info.value.errors == [
+        (2, "distro: 'RHEL 8' is not a distribution name like \"rhel-8.7\""),
+        (5, "groups[1]: group core is listed twice"),
+    ]
+
+
+def test_seed_minimal_blueprint_is_accepted_for_compose() -> None:
+    text = (
+        'name = "minimal"\ndescription = "minimal rhel for edge blueprint"\n'
+        'version = "1.0.0"\ndistro = "rhel-87"\n'
+    )
+    bp = parse(text, compose=True)
+    assert (bp.name, bp.version, bp.distro, bp.packages) == ("minimal", "1.0.0", "rhel-87", ())

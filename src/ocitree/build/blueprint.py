@@ -11,9 +11,9 @@ keys and wrong types are errors; so are osbuild customizations a layer cannot ho
 :func:`apply` does, in this order, on a root laid out as a running system (real ``/etc``):
 
 * ``[[packages]]``, ``[[modules]]``: one transaction of the build's package installer (the
-  one that serves ``rpm-ostree install``). A version is ``"*"`` (or absent) or exact
-  (``"1.2"``, ``"1.2-3"``, passed as ``name = version``); other version globs and name
-  globs are errors, since the resolver matches exact names and versions only.
+  one that serves ``rpm-ostree install``). A version is ``"*"`` (or absent), exact
+  (``"1.2"``, ``"1.2-3"``) or a glob (``"1.2.*"``: the newest matching version), passed as
+  ``name = version``; name globs are errors, since a name must say what is installed.
 * ``[[customizations.group]]``: appended to ``/etc/group`` (and ``/etc/gshadow`` if the
   image has one) unless a group of that name exists; without ``gid`` the first free one
   from ``GID_MIN`` (``/etc/login.defs``, default 1000).
@@ -206,6 +206,10 @@ class Blueprint:
     modules: tuple[Package, ...] = ()
     customizations: Customizations = field(default_factory=Customizations)
     filename: str = "blueprint.toml"
+    # Only in a compose blueprint (``parse(..., compose=True)``):
+    distro: str | None = None
+    groups: tuple[str, ...] = ()  # package groups (comps ids)
+    distro_at: Location = field(default_factory=Location, compare=False)
 
 
 class BlueprintError(UserError):
@@ -369,6 +373,7 @@ _UNIT = re.compile(r"[A-Za-z0-9:_.\\@-]+")
 _ZONE = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
 _LOCALE = re.compile(r"[A-Za-z0-9_.@-]+")
 _GLOB = re.compile(r"[*?\[]")
+_DISTRO = re.compile(r"[a-z][a-z0-9_]*-[0-9][0-9.]*")
 _SEMVER = re.compile(r"\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]*)?")
 _KARG = re.compile(r'(?:[^\s"]|"[^"]*")+')
 
@@ -568,19 +573,23 @@ class _Checker:
         return value
 
 
-def load(path: Path) -> Blueprint:
-    """Read and validate the blueprint at ``path``."""
+def load(path: Path, *, compose: bool = False) -> Blueprint:
+    """Read and validate the blueprint at ``path`` (``compose``: see :func:`parse`)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(
             f"cannot read the blueprint {path}: {getattr(e, 'strerror', None) or e}"
         ) from e
-    return parse(text, filename=str(path))
+    return parse(text, filename=str(path), compose=compose)
 
 
-def parse(text: str, *, filename: str = "blueprint.toml") -> Blueprint:
-    """Parse and validate ``text``; raises :class:`BlueprintError` listing every problem."""
+def parse(text: str, *, filename: str = "blueprint.toml", compose: bool = False) -> Blueprint:
+    """Parse and validate ``text``; raises :class:`BlueprintError` listing every problem.
+
+    ``compose``: the blueprint of a whole OS (``ocitree compose``), which may also name its
+    ``distro`` and package ``[[groups]]``; a layer blueprint may not.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -588,7 +597,10 @@ def parse(text: str, *, filename: str = "blueprint.toml") -> Blueprint:
         line = int(m.group(1)) if m else 0
         raise BlueprintError(filename, [(line, f"not valid TOML: {e}")]) from e
     c = _Checker(_Locator(text))
-    c.keys(data, (), _TOP_KEYS, _TOP_UNSUPPORTED)
+    if compose:
+        c.keys(data, (), _TOP_KEYS | {"distro", "groups"}, {"containers": "", "minimal": ""})
+    else:
+        c.keys(data, (), _TOP_KEYS, _TOP_UNSUPPORTED)
     name = c.string(data, "name", (), required=True)
     if name is not None and not name.strip():
         c.error(("name",), "must not be empty")
@@ -599,6 +611,10 @@ def parse(text: str, *, filename: str = "blueprint.toml") -> Blueprint:
     packages = _packages(c, data, "packages")
     modules = _packages(c, data, "modules")
     custom = _customizations(c, c.table(data, "customizations", ()))
+    distro = c.string(data, "distro", ()) if compose else None
+    if distro is not None and not _DISTRO.fullmatch(distro):
+        c.error(("distro",), f'{distro!r} is not a distribution name like "rhel-8.7"')
+    groups = _groups_of_packages(c, data) if compose else ()
     if c.errors:
         raise BlueprintError(filename, c.errors)
     return Blueprint(
@@ -609,7 +625,26 @@ def parse(text: str, *, filename: str = "blueprint.toml") -> Blueprint:
         modules=modules,
         customizations=custom,
         filename=filename,
+        distro=distro,
+        groups=groups,
+        distro_at=c.at(("distro",)),
     )
+
+
+def _groups_of_packages(c: _Checker, data: Mapping[str, Any]) -> tuple[str, ...]:
+    out: list[str] = []
+    for path, entry in c.tables(data, "groups", ()):
+        c.keys(entry, path, ("name",))
+        name = c.string(entry, "name", path, required=True)
+        if name is None:
+            continue
+        if not _NAME.fullmatch(name):
+            c.error((*path, "name"), f"{name!r} is not a package group id like \"core\"")
+        elif name in out:
+            c.error(path, f"group {name} is listed twice")
+        else:
+            out.append(name)
+    return tuple(out)
 
 
 def _packages(c: _Checker, data: Mapping[str, Any], key: str) -> tuple[Package, ...]:
@@ -624,17 +659,11 @@ def _packages(c: _Checker, data: Mapping[str, Any], key: str) -> tuple[Package, 
         ):
             c.error((*path, "name"), f"{name!r}: give an exact package name (no globs)")
             name = None
-        if version is not None and version not in ("", "*"):
-            if _GLOB.search(version):
-                c.error(
-                    (*path, "version"),
-                    f'{version!r}: version globs other than "*" are not supported; give an '
-                    'exact version ("1.2.3" or "1.2.3-1") or "*"',
-                )
-                version = None
-            elif any(ch.isspace() for ch in version) or version.startswith(("<", ">", "=")):
-                c.error((*path, "version"), f"{version!r} is not a version")
-                version = None
+        if version is not None and (
+            any(ch.isspace() for ch in version) or version.startswith(("<", ">", "="))
+        ):
+            c.error((*path, "version"), f"{version!r} is not a version or version glob")
+            version = None
         if name is None:
             continue
         if name in seen:

@@ -17,13 +17,14 @@
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -344,6 +345,27 @@ def _select(solv: Any, pool: Any, spec: str) -> Any:
     return pool.select(spec, sel_flags)
 
 
+_GLOB_SPEC = re.compile(r"(?P<name>[^\s=<>]+)\s*=\s*(?P<glob>\S*[*?\[]\S*)")
+
+
+def _glob_matches(s: Any, pattern: str) -> bool:
+    """Whether ``pattern`` (of ``name = 1.2.*``) matches the version, version-release or
+    epoch:version-release of the solvable ``s``."""
+    vr = s.evr.split(":", 1)[-1]
+    return any(fnmatch.fnmatchcase(v, pattern) for v in (vr.rsplit("-", 1)[0], vr, s.evr))
+
+
+def _select_glob(solv: Any, pool: Any, name: str, pattern: str) -> tuple[Any, list[str]]:
+    """Packages ``name`` whose version (or version-release) matches ``pattern``; the
+    selection and the versions there are, for a message when none matches."""
+    candidates = [s for s in pool.select(name, solv.Selection.SELECTION_NAME).solvables()]
+    matching = [s for s in candidates if _glob_matches(s, pattern)]
+    sel = pool.Selection()
+    if matching:
+        sel.add_raw(solv.Job.SOLVER_SOLVABLE_ONE_OF, pool.towhatprovides([s.id for s in matching]))
+    return sel, sorted({s.evr for s in candidates})
+
+
 def resolve(
     root: Path,
     packages: Sequence[str],
@@ -375,7 +397,18 @@ def resolve(
 
     jobs = []
     for spec in packages:
-        sel = _select(solv, pool, spec)
+        glob = _GLOB_SPEC.fullmatch(spec)
+        if glob:
+            sel, versions = _select_glob(solv, pool, glob["name"], glob["glob"])
+            if sel.isempty() and versions:
+                raise UserError(
+                    f"no version of {glob['name']} matches {glob['glob']} in the enabled "
+                    f"repositories (repo ids: {ids}); there are: {', '.join(versions)}",
+                    hint="change the version glob",
+                )
+            spec = glob["name"]
+        else:
+            sel = _select(solv, pool, spec)
         if sel.isempty() and spec.startswith("/") and _load_filelists(solv, pool, loaded):
             sel = _select(solv, pool, spec)
         if sel.isempty():
@@ -584,7 +617,11 @@ HostRunner = Callable[[Sequence[str]], subprocess.CompletedProcess[bytes]]
 
 
 def _run_on_host(
-    root: Path, rpms: Sequence[Path], db: tuple[str, str] | None, run_host: HostRunner | None
+    root: Path,
+    rpms: Sequence[Path],
+    db: tuple[str, str] | None,
+    run_host: HostRunner | None,
+    env: Mapping[str, str] | None = None,
 ) -> None:
     dbpath, backend = db or ("/usr/share/rpm", "sqlite")
     if backend == "bdb":
@@ -599,7 +636,7 @@ def _run_on_host(
     proc = (
         run_host(argv)
         if run_host is not None
-        else run(argv, check=False, hint="rpm comes with Debian's rpm package")
+        else run(argv, check=False, env=env, hint="rpm comes with Debian's rpm package")
     )
     for line in (proc.stdout or b"").decode(errors="replace").splitlines():
         logger.debug("rpm: %s", line)
@@ -621,6 +658,7 @@ def install(
     cache: Path,
     run_in_root: Callable[[Sequence[str]], int] | None = None,
     run_host: HostRunner | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> InstallResult:
     """Install ``packages`` (names, provides, ``name-version``…) and what they need.
 
@@ -628,7 +666,8 @@ def install(
     exit code; with it, and where the image has an rpm, that rpm runs the transaction.
     Otherwise the host's ``rpm --root`` does, through ``run_host(argv)`` when given (the
     build engine runs it with the shims mounted into the root, so scriptlets get the
-    offline systemctl). Packages already installed are left alone.
+    offline systemctl). Packages already installed are left alone. ``env`` is added to
+    the host rpm's environment (``SOURCE_DATE_EPOCH`` makes rpm's install times fixed).
     """
     if not packages:
         raise UserError("no packages named to install")
@@ -654,5 +693,5 @@ def install(
     if run_in_root is not None and _image_has_rpm(root):
         _run_in_image(root, files, db[0] if db else None, run_in_root)
     else:
-        _run_on_host(root, files, db, run_host)
+        _run_on_host(root, files, db, run_host, env)
     return InstallResult(tuple(nevras))

@@ -315,23 +315,47 @@ def read_repo_files(
     files = sorted(repos_dir.glob("*.repo")) if repos_dir is not None else []
     for path in files:
         source = "/" + str(path.relative_to(root))
-        parser = configparser.ConfigParser(interpolation=None, strict=False)
         try:
-            parser.read_string(path.read_text(encoding="utf-8"), source=source)
-        except (configparser.Error, UnicodeDecodeError, OSError) as e:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError) as e:
             raise UserError(f"cannot read repo file {source}: {e}") from e
-        for section in parser.sections():
-            if section == "main":
-                continue
-            if section in seen:
+        for repo in parse_repo_text(text, source, variables, root=root):
+            if repo.id in seen:
                 raise UserError(
-                    f"repository {section!r} is defined in both {seen[section]} and {source}"
+                    f"repository {repo.id!r} is defined in both {seen[repo.id]} and {source}"
                 )
-            seen[section] = source
-            repos.append(_repo_from_section(root, parser[section], variables, source))
+            seen[repo.id] = source
+            repos.append(repo)
     for i, value in enumerate(extra, 1):
         repos.append(repo_from_argument(value, i))
     return repos
+
+
+def repo_variables(*, releasever: str | None, basearch: str | None = None) -> dict[str, str]:
+    """``$basearch``, ``$arch``, ``$releasever`` (and its major and minor) for repo files."""
+    arch = basearch or host_arch()
+    variables = {"arch": arch, "basearch": basearch_of(arch)}
+    if releasever:
+        variables["releasever"] = releasever
+        variables["releasever_major"] = releasever.split(".")[0]
+        variables["releasever_minor"] = releasever.split(".")[1] if "." in releasever else ""
+    return variables
+
+
+def parse_repo_text(
+    text: str, source: str, variables: dict[str, str], *, root: Path = Path("/")
+) -> list[RepoConfig]:
+    """The repositories of one ``.repo`` file's text (paths in it resolved under ``root``)."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read_string(text, source=source)
+    except configparser.Error as e:
+        raise UserError(f"cannot read repo file {source}: {e}") from e
+    return [
+        _repo_from_section(root, parser[section], variables, source)
+        for section in parser.sections()
+        if section != "main"
+    ]
 
 
 # --------------------------------------------------------------------------- fetching
