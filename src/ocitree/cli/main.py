@@ -12,6 +12,7 @@ from ocitree.cli import build as build_cmd
 from ocitree.cli import device as device_cmd
 from ocitree.cli import encapsulate as encapsulate_cmd
 from ocitree.cli import inspect as inspect_cmd
+from ocitree.cli import iso as iso_cmd
 from ocitree.cli import plan as plan_cmd
 from ocitree.cli import push as push_cmd
 from ocitree.errors import UserError
@@ -37,7 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
             "-q", "--quiet", action="store_true", default=default, help="only print errors"
         )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (encapsulate_cmd, plan_cmd, push_cmd, inspect_cmd, device_cmd, build_cmd):
+    for module in (
+        encapsulate_cmd,
+        plan_cmd,
+        push_cmd,
+        inspect_cmd,
+        device_cmd,
+        build_cmd,
+        iso_cmd,
+    ):
         module.register(sub, common)
     return parser
 

@@ -1,0 +1,1 @@
+"""The installer: kickstarts and installer ISOs that carry them."""
