@@ -15,6 +15,7 @@ from ocitree.cli import inspect as inspect_cmd
 from ocitree.cli import iso as iso_cmd
 from ocitree.cli import plan as plan_cmd
 from ocitree.cli import push as push_cmd
+from ocitree.cli import serve as serve_cmd
 from ocitree.errors import UserError
 
 
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         device_cmd,
         build_cmd,
         iso_cmd,
+        serve_cmd,
     ):
         module.register(sub, common)
     return parser
