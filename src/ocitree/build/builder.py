@@ -33,6 +33,7 @@ from ocitree.build import blueprint
 from ocitree.build import containerfile as cf
 from ocitree.build.files import context_sources, copy_into, resolve_in_root
 from ocitree.build.lint import lint
+from ocitree.build.packages import pkglist_variant
 from ocitree.build.sandbox import Mount, run_host_with_mounts, run_step
 from ocitree.build.shims import SHIM_DIR, Handler, Reply, ShimServer
 from ocitree.container import store
@@ -471,26 +472,9 @@ def _commit(repo_path: Path, root: Path, base: str, repo: Repo, state: _State) -
         argv.append(f"--add-metadata-string=ostree.linux={meta['ostree.linux']}")
     if "rpmostree.rpmdb.pkglist" in meta:
         # rpm-ostree keeps the package list in the commit; keep it true to the new rpmdb.
-        argv.append(f"--add-metadata=rpmostree.rpmdb.pkglist={_pkglist_variant(root)}")
+        argv.append(f"--add-metadata=rpmostree.rpmdb.pkglist={pkglist_variant(root)}")
     if (root / "usr/etc/selinux/config").exists():
         argv.append(f"--selinux-policy={root}")
     with step("Committing the result"):
         out = run(argv).stdout.decode().strip()
     return out.splitlines()[-1]
-
-
-def _pkglist_variant(root: Path) -> str:
-    """The ``a(stsss)`` package list rpm-ostree stores, as GVariant text."""
-    from ocitree.build.packages import read_installed
-
-    pkgs = sorted(read_installed(root), key=lambda p: (p.name, p.version, p.release, p.arch))
-    items = ", ".join(
-        f"({_gv_str(p.name)}, uint64 {p.epoch or 0}, {_gv_str(p.version)}, "
-        f"{_gv_str(p.release)}, {_gv_str(p.arch)})"
-        for p in pkgs
-    )
-    return f"@a(stsss) [{items}]"
-
-
-def _gv_str(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -92,7 +92,7 @@ def copy_into(
         if unpack and src.is_file() and tarfile.is_tarfile(src):
             target_dir = resolve_in_root(root, dest)
             target_dir.mkdir(parents=True, exist_ok=True)
-            _unpack(src, root, dest)
+            unpack_tar(src, root, dest)
             continue
         if src.is_dir():
             target = resolve_in_root(root, dest)
@@ -135,25 +135,37 @@ def _copy_tree(src: Path, target: Path, ids: tuple[int, int] | None, chmod: int 
         _own(dest, ids, chmod)
 
 
-def _unpack(archive: Path, root: Path, dest: str) -> None:
-    """ADD of a local tar: unpacked with tar entries confined below ``dest``."""
-    with tarfile.open(archive) as tf:
+def unpack_tar(
+    archive: Path, root: Path, dest: str, *, what: str = "", skip_devices: bool = False
+) -> None:
+    """Unpack a tar with its entries confined below ``dest`` of ``root`` (``what``: how
+    messages name it, ``ADD NAME`` by default). Device nodes are refused, or with
+    ``skip_devices`` left out (a root filesystem's ``/dev``). Modes, owners and file
+    modification times are kept."""
+    what = what or f"ADD {archive.name}"
+    try:
+        tf = tarfile.open(archive)  # noqa: SIM115 (closed by the with below)
+    except (tarfile.TarError, OSError) as e:
+        raise UserError(f"{what}: not a readable tar archive ({e})") from e
+    with tf:
         for m in tf.getmembers():
             name = PurePosixPath(m.name)
             if name.is_absolute() or ".." in name.parts:
-                raise UserError(f"ADD {archive.name}: entry {m.name!r} leaves the destination")
+                raise UserError(f"{what}: entry {m.name!r} leaves the destination")
+            if m.isdev() and skip_devices:
+                continue
             if m.isdev():
-                raise UserError(f"ADD {archive.name}: entry {m.name!r} is a device node")
+                raise UserError(f"{what}: entry {m.name!r} is a device node")
             target = resolve_in_root(root, f"{dest.rstrip('/')}/{m.name}")
             if m.islnk():
                 link_target = resolve_in_root(root, f"{dest.rstrip('/')}/{m.linkname}")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.link(link_target, target)
                 continue
-            _extract(tf, m, target)
+            _extract(tf, m, target, what)
 
 
-def _extract(tf: tarfile.TarFile, m: tarfile.TarInfo, target: Path) -> None:
+def _extract(tf: tarfile.TarFile, m: tarfile.TarInfo, target: Path, what: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     if m.isdir():
         target.mkdir(exist_ok=True)
@@ -167,7 +179,8 @@ def _extract(tf: tarfile.TarFile, m: tarfile.TarInfo, target: Path) -> None:
         with target.open("wb") as out:
             shutil.copyfileobj(f, out)
     else:
-        raise UserError(f"ADD: entry {m.name!r} has an unsupported type")
+        raise UserError(f"{what}: entry {m.name!r} has an unsupported type")
     os.chown(target, m.uid, m.gid, follow_symlinks=False)
     if not m.issym():
         target.chmod(m.mode & 0o7777)
+    os.utime(target, (m.mtime, m.mtime), follow_symlinks=False)

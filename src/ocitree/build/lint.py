@@ -87,7 +87,7 @@ def _check_var(root: Path, warn: Callable[[str, str], None]) -> None:
     var = root / "var"
     if not var.is_dir():
         return
-    declared = _tmpfiles_paths(root)
+    declared = tmpfiles_paths(root)
     for p in sorted(var.iterdir()):
         rel = "/" + str(p.relative_to(root))
         if p.name in ("tmp", "run", "lock") or rel in declared:
@@ -99,7 +99,8 @@ def _check_var(root: Path, warn: Callable[[str, str], None]) -> None:
         warn(rel.lstrip("/"), "content in /var without a tmpfiles.d entry")
 
 
-def _tmpfiles_paths(root: Path) -> set[str]:
+def tmpfiles_paths(root: Path) -> set[str]:
+    """The paths the tmpfiles.d files of ``root`` declare."""
     paths = set()
     for d in ("usr/lib/tmpfiles.d", "etc/tmpfiles.d"):
         base = root / d

@@ -46,6 +46,7 @@ __all__ = [
     "RepoConfig",
     "find_rpmdb",
     "install",
+    "pkglist_variant",
     "read_installed",
     "read_repo_files",
 ]
@@ -53,6 +54,8 @@ __all__ = [
 # Where images keep their rpmdb, in the order rpm-ostree/Fedora/RHEL/Debian's rpm use them.
 RPMDB_DIRS = ("usr/share/rpm", "usr/lib/sysimage/rpm", "var/lib/rpm", "root/.rpmdb")
 _DB_FILES = {"rpmdb.sqlite": "sqlite", "Packages.db": "ndb", "Packages": "bdb"}
+# Debian's rpm says this on every install; it is not a warning about the packages.
+_DEBIAN_RPM_NOTICE = ("RPM should not be used directly", "However assuming you know what")
 STAGING_DIR = "var/tmp/ocitree-rpms"  # inside the root, while rpm runs
 _RPMSENSE_LESS = 1 << 1
 _RPMSENSE_GREATER = 1 << 2
@@ -271,6 +274,7 @@ class Chosen:
     base: str | None  # xml:base of the package, if the metadata gives one
     checksum: tuple[str, str] | None  # (type, hex)
     meta: RepoMetadata
+    buildtime: int = 0  # seconds since the epoch, from the repo metadata
 
 
 @dataclass
@@ -458,6 +462,7 @@ def resolve(
                 base=s.lookup_str(solv.SOLVABLE_MEDIABASE) or None,
                 checksum=(chk.typestr(), chk.hex()) if chk is not None else None,
                 meta=meta,
+                buildtime=s.lookup_num(solv.SOLVABLE_BUILDTIME),
             )
         )
     # The solvables point into the pool, which must outlive them: keep it to here.
@@ -645,7 +650,11 @@ def _run_on_host(
             f"rpm failed to install the packages (exit code {proc.returncode}): "
             + _last_line(proc.stderr, proc.stdout)
         )
-    warnings = (proc.stderr or b"").decode(errors="replace").strip()
+    warnings = "\n".join(
+        line
+        for line in (proc.stderr or b"").decode(errors="replace").strip().splitlines()
+        if not line.startswith(_DEBIAN_RPM_NOTICE)
+    )
     if warnings:
         logger.warning("%s", warnings)
 
@@ -695,3 +704,19 @@ def install(
     else:
         _run_on_host(root, files, db, run_host, env)
     return InstallResult(tuple(nevras))
+
+
+def pkglist_variant(root: Path) -> str:
+    """The ``a(stsss)`` package list rpm-ostree keeps in a commit's
+    ``rpmostree.rpmdb.pkglist``, as GVariant text for ``ostree commit --add-metadata``."""
+    pkgs = sorted(read_installed(root), key=lambda p: (p.name, p.version, p.release, p.arch))
+    items = ", ".join(
+        f"({_gv_str(p.name)}, uint64 {p.epoch or 0}, {_gv_str(p.version)}, "
+        f"{_gv_str(p.release)}, {_gv_str(p.arch)})"
+        for p in pkgs
+    )
+    return f"@a(stsss) [{items}]"
+
+
+def _gv_str(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

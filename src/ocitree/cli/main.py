@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from ocitree import __version__, log
 from ocitree.cli import build as build_cmd
+from ocitree.cli import compose as compose_cmd
 from ocitree.cli import device as device_cmd
 from ocitree.cli import encapsulate as encapsulate_cmd
 from ocitree.cli import inspect as inspect_cmd
@@ -40,14 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
         )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (
+        compose_cmd,
+        serve_cmd,
+        iso_cmd,
         encapsulate_cmd,
         plan_cmd,
         push_cmd,
         inspect_cmd,
-        device_cmd,
         build_cmd,
-        iso_cmd,
-        serve_cmd,
+        device_cmd,
     ):
         module.register(sub, common)
     return parser

@@ -1,0 +1,1 @@
+"""``ocitree compose``: blueprint → installed tree → ostree commit (and edge-commit tarball)."""

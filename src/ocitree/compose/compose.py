@@ -1,0 +1,258 @@
+"""``ocitree compose``: a blueprint → an installed tree → a bootable ostree commit.
+
+1. The blueprint is read as a whole-OS blueprint (``distro``, ``[[groups]]`` allowed) and
+   the distro found (:mod:`ocitree.compose.distro`); its repositories, or those given.
+2. The distro's base packages, the groups' packages and the blueprint's packages are
+   resolved in one request with libsolv, then installed into an empty root by the host's
+   ``rpm --root`` (the root has no rpm of its own yet), the same engine as ``ocitree
+   build``. With ``--from-rootfs`` a tree made by another tool is taken instead.
+3. The blueprint's customizations are applied (users, groups, keys, files, services, …:
+   :func:`ocitree.build.blueprint.apply`), then the tree is laid out for ostree
+   (:mod:`ocitree.compose.layout`).
+4. It is committed with ``version``, ``ostree.bootable``, ``ostree.linux``, the package
+   list (``rpmostree.rpmdb.pkglist``) and ``rpmostree.inputhash``, with no parent, under
+   ``<os_id>/<major>/<arch>/edge`` unless ``--ref`` says otherwise.
+
+Reproducible: the input hash covers the blueprint, the distro and every chosen package's
+checksum; the time of the commit and of rpm's install records is ``SOURCE_DATE_EPOCH``,
+or else the newest build time of the packages (of the files, for ``--from-rootfs``). The
+same inputs give the same commit. Nothing is written to the repository until the tree is
+complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ocitree.build import blueprint as bp_mod
+from ocitree.build import packages
+from ocitree.build.files import unpack_tar
+from ocitree.build.rpmrepo import basearch_of, host_arch, os_release
+from ocitree.compose import comps, distro, layout, tarball
+from ocitree.errors import UserError
+from ocitree.log import logger, step
+from ocitree.ostree.repo import Repo
+from ocitree.run import run
+
+DEFAULT_CACHE = Path("/var/tmp/ocitree-compose")
+INPUTHASH_KEY = "rpmostree.inputhash"
+# Bumped when the layout code changes what a commit of the same inputs holds.
+LAYOUT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ComposeOptions:
+    blueprint: Path
+    repo: Path
+    ref: str | None = None
+    distro: str | None = None  # overrides the blueprint's
+    rpm_repos: tuple[str, ...] = ()  # URL|DIR, in place of the distro's repositories
+    repo_files: tuple[Path, ...] = ()
+    from_rootfs: Path | None = None  # a directory or tarball made by another tool
+    tarball: Path | None = None  # also write osbuild's edge-commit tarball here
+    cache_dir: Path = DEFAULT_CACHE
+
+
+@dataclass(frozen=True)
+class ComposeResult:
+    ref: str
+    commit: str
+    version: str | None
+    kernel: str
+    packages: tuple[str, ...]  # NEVRAs installed (empty for --from-rootfs)
+    input_hash: str
+    timestamp: int
+    tarball: Path | None
+
+
+def compose(opts: ComposeOptions) -> ComposeResult:
+    bp = bp_mod.load(opts.blueprint, compose=True)
+    text = opts.blueprint.read_text(encoding="utf-8")
+    arch = basearch_of(host_arch())
+    name = opts.distro or bp.distro
+    found = distro.find(name) if name else None
+    if found is None and opts.from_rootfs is None:
+        raise UserError(
+            f"{opts.blueprint}: the blueprint names no distro",
+            hint='add distro = "rhel-8.7" (or another known one) to it, or give --distro',
+        )
+    if opts.from_rootfs is not None and not os.path.lexists(opts.from_rootfs):
+        raise UserError(f"--from-rootfs {opts.from_rootfs}: no such file or directory")
+    _check_repo(opts.repo)
+    cache = opts.cache_dir.resolve()
+    (cache / "tmp").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="compose-", dir=cache / "tmp") as tmp:
+        root = Path(tmp) / "root"
+        root.mkdir()
+        if opts.from_rootfs is not None:
+            epoch, digest = _from_rootfs(opts.from_rootfs, root)
+            nevras: tuple[str, ...] = ()
+            inputs: dict[str, object] = {"rootfs": digest}
+        else:
+            assert found is not None
+            epoch, chosen, nevras = _install(root, bp, found, opts, arch, cache)
+            inputs = {"packages": chosen}
+        inputs.update(
+            blueprint=text,
+            distro=dataclasses.asdict(found) if found else None,
+            layout=LAYOUT_VERSION,
+        )
+        input_hash = _hash(inputs)
+        with step("Applying the blueprint's customizations"):
+            bp_mod.apply(dataclasses.replace(bp, packages=(), modules=()), root, install=_none)
+        kernel = layout.make_ostree_ready(root, source_date_epoch=epoch)
+        ref = opts.ref or _default_ref(found, root, arch)
+        commit = _commit(opts.repo, root, ref, bp, kernel.version, input_hash, epoch)
+    out = None
+    if opts.tarball is not None:
+        with step(f"Writing the edge-commit tarball {opts.tarball}"):
+            out = tarball.write(
+                opts.tarball, opts.repo, ref, commit, input_hash=input_hash, epoch=epoch,
+                version=bp.version,
+            )  # fmt: skip
+    return ComposeResult(ref, commit, bp.version, kernel.version, nevras, input_hash, epoch, out)
+
+
+def _none(specs: Sequence[str]) -> None:
+    raise AssertionError("packages are installed before the customizations")
+
+
+def _check_repo(path: Path) -> None:
+    if path.exists() and not (path / "config").is_file():
+        raise UserError(
+            f"--repo {path} exists and is not an ostree repository",
+            hint="give a new directory (it is made as an archive-mode repository) or a repo",
+        )
+
+
+def _specs(bp: bp_mod.Blueprint, found: distro.Distro, group_packages: Sequence[str]) -> list[str]:
+    """One request: the distro's set, the groups', the blueprint's (its versions win)."""
+    named = {p.name for p in (*bp.packages, *bp.modules)}
+    out = [n for n in (*found.packages, *group_packages) if n not in named]
+    out = list(dict.fromkeys(out))
+    return out + [p.spec for p in (*bp.packages, *bp.modules)]
+
+
+def _install(
+    root: Path,
+    bp: bp_mod.Blueprint,
+    found: distro.Distro,
+    opts: ComposeOptions,
+    arch: str,
+    cache: Path,
+) -> tuple[int, list[list[object]], tuple[str, ...]]:
+    """Install the packages; the epoch, the chosen packages and checksums, the NEVRAs."""
+    repos = distro.repositories(found, arch, rpm_repos=opts.rpm_repos, repo_files=opts.repo_files)
+    with step(f"Resolving the packages of {bp.name} ({found.name}, {arch})"):
+        specs = _specs(bp, found, comps.expand(bp.groups, repos, cache))
+        chosen = packages.resolve(root, specs, repos=repos, cache=cache, installed=[])
+    epoch = _source_date_epoch() or max((c.buildtime for c in chosen), default=0)
+    with step(f"Installing {len(chosen)} packages into an empty root"):
+        result = packages.install(
+            root, specs, repos=repos, cache=cache, env={"SOURCE_DATE_EPOCH": str(epoch)}
+        )
+    return epoch, [[c.nevra, c.checksum] for c in chosen], result.installed
+
+
+def _from_rootfs(source: Path, root: Path) -> tuple[int, str]:
+    """Copy or unpack the tree; the epoch and a digest of the input."""
+    with step(f"Copying the tree of {source}"):
+        if source.is_dir():
+            run(["cp", "-a", "--", f"{source}/.", str(root)])
+        else:
+            unpack_tar(source, root, "/", what=f"--from-rootfs {source}", skip_devices=True)
+    digest = _tree_digest(root)
+    return _source_date_epoch() or _newest_mtime(root), digest
+
+
+def _tree_digest(root: Path) -> str:
+    """A digest of a tree's names, types, modes, owners and contents."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            h.update(
+                f"{os.path.relpath(p, root)}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0".encode()
+            )
+            if os.path.islink(p):
+                h.update(os.readlink(p).encode())
+            elif os.path.isfile(p):
+                with open(p, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        h.update(block)
+    return h.hexdigest()
+
+
+def _newest_mtime(root: Path) -> int:
+    newest = 0
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            newest = max(newest, int(os.lstat(os.path.join(dirpath, name)).st_mtime))
+    return newest
+
+
+def _source_date_epoch() -> int | None:
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if not value:
+        return None
+    if not value.isdigit():
+        raise UserError(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds")
+    return int(value)
+
+
+def _hash(inputs: object) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def _default_ref(found: distro.Distro | None, root: Path, arch: str) -> str:
+    if found is not None:
+        return found.default_ref(arch)
+    release = os_release(root)
+    os_id, version = release.get("ID"), release.get("VERSION_ID", "")
+    if not os_id:
+        raise UserError(
+            "the tree's os-release has no ID to name the ref after",
+            hint="give --ref REF",
+        )
+    major = version.split(".")[0] or "0"
+    return f"{os_id}/{major}/{arch}/edge"
+
+
+def _commit(
+    repo_path: Path,
+    root: Path,
+    ref: str,
+    bp: bp_mod.Blueprint,
+    kver: str,
+    input_hash: str,
+    epoch: int,
+) -> str:
+    if not (repo_path / "config").is_file():
+        Repo.create(repo_path)
+    subject = f"{bp.name} {bp.version}" if bp.version else bp.name
+    argv: list[str] = [
+        "ostree", f"--repo={repo_path}", "commit", f"--tree=dir={root}", f"--branch={ref}",
+        "--parent=none", f"--subject={subject}", f"--timestamp=@{epoch}",
+        "--add-metadata=ostree.bootable=true",
+        f"--add-metadata-string=ostree.linux={kver}",
+        f"--add-metadata-string={INPUTHASH_KEY}={input_hash}",
+    ]  # fmt: skip
+    if bp.version:
+        argv.append(f"--add-metadata-string=version={bp.version}")
+    if packages.find_rpmdb(root) is not None:
+        argv.append(f"--add-metadata=rpmostree.rpmdb.pkglist={packages.pkglist_variant(root)}")
+    if (root / "usr/etc/selinux/config").exists():
+        argv.append(f"--selinux-policy={root}")
+    with step(f"Committing {ref}"):
+        commit = run(argv).stdout.decode().strip().splitlines()[-1]
+    logger.info("%s: %s", ref, commit)
+    return commit
