@@ -14,6 +14,7 @@ from ocitree.cli import device as device_cmd
 from ocitree.cli import encapsulate as encapsulate_cmd
 from ocitree.cli import inspect as inspect_cmd
 from ocitree.cli import iso as iso_cmd
+from ocitree.cli import kickstart as kickstart_cmd
 from ocitree.cli import plan as plan_cmd
 from ocitree.cli import push as push_cmd
 from ocitree.cli import serve as serve_cmd
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (
         compose_cmd,
         serve_cmd,
+        kickstart_cmd,
         iso_cmd,
         encapsulate_cmd,
         plan_cmd,
