@@ -639,7 +639,7 @@ def _groups_of_packages(c: _Checker, data: Mapping[str, Any]) -> tuple[str, ...]
         if name is None:
             continue
         if not _NAME.fullmatch(name):
-            c.error((*path, "name"), f"{name!r} is not a package group id like \"core\"")
+            c.error((*path, "name"), f'{name!r} is not a package group id like "core"')
         elif name in out:
             c.error(path, f"group {name} is listed twice")
         else:
