@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tarfile
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,9 +20,10 @@ from ocitree.cli.main import main
 from ocitree.compose.compose import ComposeOptions, ComposeResult, compose
 from ocitree.errors import UserError
 from ocitree.ostree.repo import Repo
+from ocitree.ostree.serve import make_server
 from ocitree.run import find_tool, run
 from support.distro import kver
-from support.sysroots import deployment_root, install_commit, make_sysroot
+from support.sysroots import deployment_root, make_sysroot
 
 pytestmark = [
     pytest.mark.integration,
@@ -213,28 +215,47 @@ def test_tarball_is_osbuilds_edge_commit(
 def test_commit_deploys_and_tmpfiles_seed_var(
     composed: tuple[ComposeOptions, ComposeResult], tmp_path: Path
 ) -> None:
+    """Installed as the kickstart's ``ostreesetup --url`` does: pulled over HTTP from
+    ``ocitree serve``, deployed with ``ostree admin deploy``."""
     opts, result = composed
-    with make_sysroot(tmp_path, "sample") as sysroot:
-        install_commit(sysroot, opts.repo, result.commit, osname="sample", ref=REF)
-        deployed = deployment_root(sysroot, "sample", result.commit)
-        assert (deployed / "etc/hostname").read_text() == "edge-01\n"
-        assert (deployed / "usr/lib/os-release").is_file()
-        entries = list((sysroot / "boot/loader/entries").glob("*.conf"))
-        assert len(entries) == 1
-        assert "Sample Linux" in entries[0].read_text()
-        status = run(["ostree", "admin", "status", f"--sysroot={sysroot}"]).stdout.decode()
-        assert result.commit in status and "Version: 1.0.0" in status
-        tmpfiles = shutil.which("systemd-tmpfiles")
-        if tmpfiles is None:
-            return  # the deployment itself is checked; seeding /var needs systemd-tmpfiles
-        # What the first boot does: /var is made from the tmpfiles.d entries alone.
-        run([tmpfiles, f"--root={deployed}", "--create"], check=False)
-        state = deployed / "var/lib/sample/state"
-        assert state.is_file() and state.read_bytes() != b""
-        keys = deployed / "var/home/core/.ssh/authorized_keys"
-        assert KEY in keys.read_text()
-        assert (keys.stat().st_uid, oct(keys.stat().st_mode & 0o777)) == (1000, "0o600")
-        assert (deployed / "var/lib/rpm").readlink() == Path("../../usr/share/rpm")
+    server = make_server(opts.repo, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with make_sysroot(tmp_path, "sample") as sysroot:
+            repo = sysroot / "ostree/repo"
+            run(
+                ["ostree", f"--repo={repo}", "remote", "add", "--no-gpg-verify", "edge", server.url]
+            )
+            run(["ostree", f"--repo={repo}", "pull", "edge", REF])
+            run(["ostree", "admin", "deploy", f"--sysroot={sysroot}", "--os=sample", f"edge:{REF}"])
+            _check_deployment(sysroot, result)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def _check_deployment(sysroot: Path, result: ComposeResult) -> None:
+    deployed = deployment_root(sysroot, "sample", result.commit)
+    assert (deployed / "etc/hostname").read_text() == "edge-01\n"
+    assert (deployed / "usr/lib/os-release").is_file()
+    entries = list((sysroot / "boot/loader/entries").glob("*.conf"))
+    assert len(entries) == 1
+    assert "Sample Linux" in entries[0].read_text()
+    status = run(["ostree", "admin", "status", f"--sysroot={sysroot}"]).stdout.decode()
+    assert result.commit in status and "Version: 1.0.0" in status
+    tmpfiles = shutil.which("systemd-tmpfiles")
+    if tmpfiles is None:
+        return  # the deployment itself is checked; seeding /var needs systemd-tmpfiles
+    # What the first boot does: /var is made from the tmpfiles.d entries alone.
+    run([tmpfiles, f"--root={deployed}", "--create"], check=False)
+    state = deployed / "var/lib/sample/state"
+    assert state.is_file() and state.read_bytes() != b""
+    keys = deployed / "var/home/core/.ssh/authorized_keys"
+    assert KEY in keys.read_text()
+    assert (keys.stat().st_uid, oct(keys.stat().st_mode & 0o777)) == (1000, "0o600")
+    assert (deployed / "var/lib/rpm").readlink() == Path("../../usr/share/rpm")
 
 
 # --------------------------------------------------------------------------- bad input
