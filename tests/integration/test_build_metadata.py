@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ocitree.build.builder import _pkglist_variant
+from ocitree.build.packages import pkglist_variant
 from ocitree.ostree.repo import GLib
 from support.rpms import build_rpm, install_into_tree
 
@@ -24,9 +24,10 @@ def test_package_list_variant_lists_the_rpmdb(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
     install_into_tree(root, rpms)
-    v = GLib.Variant.parse(None, _pkglist_variant(root), None, None)
-    assert v.get_type_string() == "a(stsss)"
+    v = GLib.Variant.parse(None, pkglist_variant(root), None, None)
+    # rpm-ostree's type: the epoch is a string ("0" when unset), sorted by name
+    assert v.get_type_string() == "a(sssss)"
     assert [tuple(x) for x in v.unpack()] == [
-        ("alpha", 0, "1.2", "1", "noarch"),
-        ("beta", 0, "3.4", "5", "noarch"),
+        ("alpha", "0", "1.2", "1", "noarch"),
+        ("beta", "0", "3.4", "5", "noarch"),
     ]

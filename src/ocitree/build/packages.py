@@ -707,15 +707,16 @@ def install(
 
 
 def pkglist_variant(root: Path) -> str:
-    """The ``a(stsss)`` package list rpm-ostree keeps in a commit's
-    ``rpmostree.rpmdb.pkglist``, as GVariant text for ``ostree commit --add-metadata``."""
+    """The package list rpm-ostree keeps in a commit's ``rpmostree.rpmdb.pkglist``, as
+    GVariant text for ``ostree commit --add-metadata``: ``a(sssss)`` of name, epoch (a
+    string, "0" when unset), version, release, arch, sorted by name, version, arch."""
     pkgs = sorted(read_installed(root), key=lambda p: (p.name, p.version, p.release, p.arch))
     items = ", ".join(
-        f"({_gv_str(p.name)}, uint64 {p.epoch or 0}, {_gv_str(p.version)}, "
+        f"({_gv_str(p.name)}, {_gv_str(str(p.epoch or 0))}, {_gv_str(p.version)}, "
         f"{_gv_str(p.release)}, {_gv_str(p.arch)})"
         for p in pkgs
     )
-    return f"@a(stsss) [{items}]"
+    return f"@a(sssss) [{items}]"
 
 
 def _gv_str(text: str) -> str:
