@@ -1,18 +1,32 @@
 #!/usr/bin/env python3
-"""`make demo`: a sample OS tree → ostree commit → OCI image → local registry → a device.
+"""`make demo`: the seed's workflow from a blueprint to a device running MicroShift.
 
-Each step prints the command it runs. Everything goes to ./demo-output; the registry runs
-on 127.0.0.1 and is stopped by its PID at the end. `--no-registry` stops at the oci: image.
+1. Sample Linux, a small RPM distribution, is built with rpmbuild (examples/sample-distro).
+2. ``ocitree compose`` makes an ostree commit (and the edge-commit tarball) from the
+   blueprint examples/edge.toml.
+3. ``ocitree serve`` serves the ostree repository over HTTP.
+4. ``ocitree kickstart`` writes a kickstart that installs the commit from there
+   (ostreesetup) with MicroShift's LVM layout and the blueprint's user.
+5. ``ocitree iso`` puts it into an installer ISO (a stand-in for RHEL's boot.iso).
+6. A device is installed the way the kickstart's ostreesetup does it: ``ostree pull``
+   over HTTP and ``ostree admin deploy``.
+7. ``ocitree encapsulate`` makes the commit an OCI image; ``ocitree push`` puts it into a
+   registry on 127.0.0.1.
+8. The device rebases onto the image in the registry, and /etc is edited on it.
+9. Version 1.1 is composed, encapsulated with the 1.0 image's layers kept and pushed under
+   the same tag; the device upgrades (the edit is kept) and rolls back.
+10. The seed's step 3: ``ocitree build`` runs the seed's Containerfile
+    (examples/microshift) FROM the image in the registry, installing stand-in MicroShift
+    packages from an HTTPS repository that demands the entitlement client certificate.
+    The entitlement is in none of the registry's blobs; the device rebases onto the image.
+
+Each step prints the command it runs. Everything goes to ./demo-output; the servers are
+stopped by their PIDs at the end. ``--no-registry`` stops at the oci: image (step 7).
 
 The device is an ostree sysroot on a tmpfs mounted at demo-output/device (libostree
 freezes and thaws the filesystem holding a sysroot's /boot when it writes deployments,
-so it must not be the machine's own). It is installed from the plain ostree commit, then
-rebased onto the image in the registry, upgraded to a second version pushed under the
-same tag, and rolled back. Last, a MicroShift-like image is built FROM the sample image
-in the registry with ``ocitree build`` (examples/microshift-like: COPY, RUN with
-``systemctl enable`` and a build secret that stays out of the image), and the device
-is rebased onto it. Where a tmpfs cannot be mounted (not root) the demo says why and
-stops before the device.
+so it must not be the machine's own). Where a tmpfs cannot be mounted (not root) the
+demo says why and leaves the device out.
 """
 
 from __future__ import annotations
@@ -21,7 +35,6 @@ import argparse
 import gzip
 import json
 import os
-import secrets
 import shlex
 import shutil
 import socket
@@ -34,16 +47,30 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 TOP = HERE.parent
 sys.path.insert(0, str(TOP / "src"))
+sys.path.insert(0, str(TOP / "tests"))  # the test suite's stand-ins: tests/support
 
+from ocitree.build.rpmrepo import host_arch  # noqa: E402
 from ocitree.errors import CommandError  # noqa: E402
-from ocitree.run import find_tool, run, spawn  # noqa: E402
+from ocitree.run import run, spawn  # noqa: E402
+from support import isos, microshift  # noqa: E402
+from support.rpmrepo_server import Pki, make_pki, serve  # noqa: E402
 
-KVER = "6.1.0-sample.x86_64"
-REF = "ocitree-sample/1/x86_64/edge"
+BLUEPRINT = HERE / "edge.toml"
+CONTAINERFILE = HERE / "microshift/Containerfile"
+REF = f"sample/1/{host_arch()}/edge"
 OSNAME = "sample"
+REMOTE = "edge"  # the ostree remote the kickstart's ostreesetup adds
 DEVICE_TMPFS_SIZE = "256M"
-CONF = "sample/sample.conf"  # a config file of the sample OS the device edits
-MICROSHIFT = HERE / "microshift-like"  # the derived image's Containerfile and context
+CONF = "sample/sample.conf"  # sample-tools' config file, edited on the device
+PULL_SECRET = '{"auths": {"cloud.openshift.com": {"auth": "ZGVtby1wdWxsLXNlY3JldA=="}}}\n'
+
+
+def relative(path: Path) -> Path:
+    """``path`` relative to the top of the repository (the demo runs from there)."""
+    return path.relative_to(TOP) if path.is_relative_to(TOP) else path
+
+
+OCITREE = str(relative(Path(sys.executable).parent / "ocitree"))
 
 
 def show(*argv: object) -> None:
@@ -52,29 +79,34 @@ def show(*argv: object) -> None:
     run(args, capture=False)
 
 
-def build_tree(out: Path) -> Path:
-    tree = out / "tree"
-    shutil.copytree(HERE / "sample-os/rootfs", tree, symlinks=True)
-    usr_bin = tree / "usr/bin"
-    usr_bin.mkdir(parents=True, exist_ok=True)
-    shutil.copy(find_tool("busybox", package="busybox-static"), usr_bin / "busybox")
-    for name in ("sh", "ls", "cat", "echo"):
-        (usr_bin / name).symlink_to("busybox")
-    modules = tree / "usr/lib/modules" / KVER
-    modules.mkdir(parents=True)
-    (modules / "vmlinuz").write_bytes(b"stand-in kernel for the demo\n" * 1024)
-    (modules / "initramfs.img").write_bytes(b"stand-in initramfs for the demo\n" * 1024)
-    for link, target in (
-        ("bin", "usr/bin"),
-        ("sbin", "usr/bin"),
-        ("lib", "usr/lib"),
-        ("ostree", "sysroot/ostree"),
-        ("home", "var/home"),
-    ):
-        (tree / link).symlink_to(target)
-    for d in ("sysroot", "boot", "dev", "proc", "sys", "run", "tmp", "var", "usr/sbin"):
-        (tree / d).mkdir(parents=True, exist_ok=True)
-    return tree
+def ocitree(*argv: object) -> None:
+    show(OCITREE, *argv)
+
+
+def print_file(path: Path) -> None:
+    """A file of the demo, without its comment lines."""
+    print(f"-- {relative(path)}, without its comments:")
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            print(f"   {line}")
+
+
+# ---------------------------------------------------------------- servers
+
+
+def start_ostree_server(out: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """``ocitree serve`` in the background; the URL is the first line it prints."""
+    argv = [OCITREE, "serve", out / "repo", "--port", "0"]
+    print(f"\n$ {shlex.join(str(a) for a in argv)} &", flush=True)
+    log = (out / "serve.log").open("wb")
+    proc = spawn(argv, stdout=subprocess.PIPE, stderr=log.fileno())
+    assert proc.stdout is not None
+    url = proc.stdout.readline().decode().strip()
+    if not url.startswith("http"):
+        stop(proc, "ocitree serve")
+        raise SystemExit(f"ocitree serve did not start: see {out / 'serve.log'}")
+    print(f"{url}   (pid {proc.pid}; requests are logged to {out / 'serve.log'})")
+    return url, proc
 
 
 def free_port() -> int:
@@ -89,7 +121,7 @@ def start_registry(out: Path) -> tuple[str, subprocess.Popen[bytes]]:
     config.write_text(
         "version: 0.1\n"
         "log:\n  level: warn\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {out / 'registry'}\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {(out / 'registry').resolve()}\n"
         f"http:\n  addr: 127.0.0.1:{port}\n  secret: demo\n"
     )
     log = (out / "registry.log").open("wb")
@@ -100,40 +132,17 @@ def start_registry(out: Path) -> tuple[str, subprocess.Popen[bytes]]:
             break
         except OSError:
             time.sleep(0.05)
+    print(f"(docker-registry on 127.0.0.1:{port}, pid {proc.pid})")
     return f"127.0.0.1:{port}", proc
 
 
-def commit(out: Path, tree: Path, version: str) -> None:
-    show(
-        "ostree",
-        "commit",
-        f"--repo={out / 'repo'}",
-        f"--branch={REF}",
-        f"--tree=dir={tree}",
-        f"--subject=ocitree sample OS {version}",
-        f"--add-metadata-string=version={version}",
-        "--add-metadata=ostree.bootable=true",
-        f"--add-metadata-string=ostree.linux={KVER}",
-    )
+def stop(proc: subprocess.Popen[bytes], name: str) -> None:
+    proc.terminate()
+    proc.wait(10)
+    print(f"({name} pid {proc.pid} stopped)")
 
 
-def build_v2(out: Path, tree: Path) -> Path:
-    """v1's tree with a new motd, a new file and a new os-release version."""
-    tree2 = out / "tree-1.1"
-    shutil.copytree(tree, tree2, symlinks=True)
-    (tree2 / "usr/etc/sample/motd").write_text(
-        "Welcome to the ocitree sample OS 1.1, updated from a container registry.\n"
-    )
-    notes = tree2 / "usr/share/sample/NEWS"
-    notes.parent.mkdir(parents=True)
-    notes.write_text("1.1: a new motd, and this file.\n")
-    release = tree2 / "usr/lib/os-release"
-    release.write_text(
-        release.read_text()
-        .replace("VERSION_ID=1\n", "VERSION_ID=1.1\n")
-        .replace("sample OS 1", "sample OS 1.1")
-    )
-    return tree2
+# ---------------------------------------------------------------- the device's sysroot
 
 
 def is_mount(path: Path) -> bool:
@@ -161,73 +170,36 @@ def mount_tmpfs(path: Path) -> str | None:
     return None
 
 
-def default_deployment_etc(ocitree: list[str], dev: Path) -> Path:
-    """/etc of the default deployment, from ``ocitree status --json``."""
-    proc = run([*ocitree, "status", "--sysroot", dev, "--json"])
+def deployed(dev: Path) -> Path:
+    """A symlink next to ``dev`` to the default deployment's root (found with ``ocitree
+    status --json``), which keeps the commands that look into it short."""
+    proc = run([OCITREE, "status", "--sysroot", dev, "--json"])
     d = json.loads(proc.stdout)["deployments"][0]
-    name = f"{d['checksum']}.{d['serial']}"
-    return dev / "ostree/deploy" / d["osname"] / "deploy" / name / "etc"
+    root = Path(dev.name, "ostree/deploy", d["osname"], "deploy", f"{d['checksum']}.{d['serial']}")
+    link = dev.parent / "deployed"
+    link.unlink(missing_ok=True)
+    link.symlink_to(root)
+    print(f"({link} → {root}, the default deployment)")
+    return link
 
 
-def device_demo(out: Path, ocitree: list[str], host: str, tree: Path, dev: Path) -> None:
-    print("\n== 4. A device: a sysroot installed from the plain ostree commit")
-    show("ostree", "admin", "init-fs", dev)
-    show("ostree", "admin", "os-init", OSNAME, f"--sysroot={dev}")
-    show("ostree", "pull-local", f"--repo={dev / 'ostree/repo'}", out / "repo", REF)
-    show("ostree", "admin", "deploy", f"--sysroot={dev}", f"--os={OSNAME}", REF)
-    show(*ocitree, "status", "--sysroot", dev)
-
-    print("\n== 5. Rebased onto the image in the registry")
-    imgref = f"ostree-unverified-registry:{host}/ocitree/sample:1.0"
-    show(*ocitree, "rebase", imgref, "--sysroot", dev, "--tls-verify=false")
-    show(*ocitree, "status", "--sysroot", dev)
-    etc = default_deployment_etc(ocitree, dev)
-    print("\n-- a local edit of a config file in the new deployment's /etc")
-    show("sed", "-i", "s/^greeting = .*/greeting = hello from this device/", etc / CONF)
-
-    print("\n== 6. Version 1.1 of the sample OS, pushed under the same tag")
-    tree2 = build_v2(out, tree)
-    commit(out, tree2, "1.1")
-    image2 = f"oci:{out / 'oci'}:1.1"
-    show(
-        *ocitree,
-        "encapsulate",
-        "--repo",
-        out / "repo",
-        REF,
-        image2,
-        "--previous",
-        f"oci:{out / 'oci'}:1.0",
-    )
-    show(*ocitree, "push", image2, f"docker://{host}/ocitree/sample:1.0", "--tls-verify=false")
-
-    print("\n== 7. The device upgrades: only the changed layers are fetched")
-    show(*ocitree, "upgrade", "--check", "--sysroot", dev, "--tls-verify=false")
-    show(*ocitree, "upgrade", "--sysroot", dev, "--tls-verify=false")
-    etc2 = default_deployment_etc(ocitree, dev)
-    print("\n-- /etc keeps the local edit, next to the image's copy in /usr/etc;")
-    print("-- the unedited motd is 1.1's")
-    show("cat", etc2 / CONF)
-    show("cat", etc2.parent / "usr/etc" / CONF)
-    show("cat", etc2 / "sample/motd")
-    show(*ocitree, "status", "--sysroot", dev)
-
-    print("\n== 8. Rolled back to 1.0")
-    show(*ocitree, "rollback", "--sysroot", dev)
-    show(*ocitree, "status", "--sysroot", dev)
-
-    derived_demo(out, ocitree, host, dev)
+def run_in(root: Path, *argv: str) -> None:
+    """Run a program of a deployment, in a read-only bubblewrap sandbox of it."""
+    show("bwrap", "--ro-bind", root, "/", "--proc", "/proc", "--dev", "/dev", *argv)
 
 
-def inspect_json(ocitree: list[str], image: str) -> dict[str, Any]:
-    proc = run([*ocitree, "inspect", "--json", image, "--tls-verify=false"])
+# ---------------------------------------------------------------- images in the registry
+
+
+def inspect_json(image: str) -> dict[str, Any]:
+    proc = run([OCITREE, "inspect", "--json", image, "--tls-verify=false"])
     return dict(json.loads(proc.stdout))
 
 
-def compare_layers(ocitree: list[str], base: str, derived: str) -> str:
+def compare_layers(base: str, derived: str) -> str:
     """One line: which of the derived image's layers are the base's own blobs."""
-    base_digests = {layer["digest"] for layer in inspect_json(ocitree, base)["layers"]}
-    layers = inspect_json(ocitree, derived)["layers"]
+    base_digests = {layer["digest"] for layer in inspect_json(base)["layers"]}
+    layers = inspect_json(derived)["layers"]
     new = [
         f"#{i} "
         + ("ostree commit" if layer["components"] is None else " + ".join(layer["components"]))
@@ -252,49 +224,264 @@ def blobs_holding(storage: Path, needle: bytes) -> tuple[int, int]:
     return hits, total
 
 
-def derived_demo(out: Path, ocitree: list[str], host: str, dev: Path) -> None:
-    print("\n== 9. A MicroShift-like image built FROM the sample image in the registry")
-    base = f"docker://{host}/ocitree/sample:1.0"
-    derived = f"docker://{host}/ocitree/sample:1.0-microshift"
-    token = secrets.token_hex(16)
-    secret = out / "entitlement.pem"
-    secret.write_text(f"entitlement-key: {token}\n")
-    secret.chmod(0o600)
-    print(f"-- {MICROSHIFT.relative_to(TOP)}/Containerfile, without its comments:")
-    for line in (MICROSHIFT / "Containerfile").read_text().splitlines():
-        if line and not line.startswith("#"):
-            print(f"   {line}")
-    show(
-        *ocitree,
-        "build",
-        "-f",
-        MICROSHIFT / "Containerfile",
-        "-t",
-        derived,
-        "--tls-verify=false",
-        "--build-arg",
-        f"BASE={base.removeprefix('docker://')}",
-        "--secret",
-        f"id=entitlement,src={secret}",
-        "--cache-dir",
-        out / "build-cache",
-        MICROSHIFT,
-    )
-    show(*ocitree, "inspect", derived, "--tls-verify=false")
-    print(f"\n-- against {base}: {compare_layers(ocitree, base, derived)}")
-    hits, total = blobs_holding(out / "registry", token.encode())
-    print(f"-- the entitlement's key is in {hits} of the registry's {total} blobs")
-    if hits:
-        raise SystemExit("the build secret leaked into the image")
+def pem_needle(path: Path) -> bytes:
+    """A line from the middle of a PEM file's body: bytes found only where the file is."""
+    lines = path.read_bytes().splitlines()
+    return lines[len(lines) // 2]
 
-    print("\n== 10. The device rebased onto the derived image")
-    imgref = f"ostree-unverified-registry:{derived.removeprefix('docker://')}"
-    show(*ocitree, "rebase", imgref, "--sysroot", dev, "--tls-verify=false")
-    etc = default_deployment_etc(ocitree, dev)
-    print("\n-- the unit the build enabled, and its config, in the new deployment's /etc")
-    show("ls", "-l", etc / "systemd/system/multi-user.target.wants")
-    show("cat", etc / "sample/microshift.conf")
-    show(*ocitree, "status", "--sysroot", dev)
+
+# ---------------------------------------------------------------- the steps
+
+
+def sample_distro(out: Path) -> None:
+    print("== 1. Sample Linux: an RPM distribution built with rpmbuild and createrepo_c")
+    show(relative(Path(sys.executable)), relative(HERE / "sample-distro/build.py"), out / "rpms")
+
+
+def compose(out: Path) -> None:
+    print("\n== 2. Compose: the blueprint → an ostree commit and the edge-commit tarball")
+    print_file(BLUEPRINT)
+    ocitree(
+        "compose", relative(BLUEPRINT), "--repo", out / "repo", "--rpm-repo", out / "rpms",
+        "--tarball", out / "edge-commit.tar", "--cache-dir", out / "cache",
+    )  # fmt: skip
+    show("ostree", f"--repo={out / 'repo'}", "log", REF)
+    print("-- /var is empty in the commit: tmpfiles.d makes it on the device")
+    show("ostree", f"--repo={out / 'repo'}", "ls", REF, "/usr/lib/tmpfiles.d")
+    show("ostree", f"--repo={out / 'repo'}", "cat", REF, "/usr/lib/tmpfiles.d/ocitree-var.conf")
+
+
+def installer_blueprint(out: Path) -> Path:
+    """The blueprint's accounts and settings without its distro and package groups, which
+    ``ocitree kickstart --blueprint`` does not take yet (it reads layer blueprints)."""
+    blocks = BLUEPRINT.read_text().split("\n\n")
+    kept = [b for b in blocks if not b.startswith(("[[groups]]", "[[packages]]"))]
+    text = "\n\n".join(kept).replace('distro = "sample-1"\n', "")
+    path = out / "installer.toml"
+    path.write_text(text)
+    return path
+
+
+def kickstart(out: Path, url: str) -> Path:
+    print("\n== 4. A kickstart: the commit from that URL, MicroShift's LVM layout")
+    blueprint = installer_blueprint(out)
+    print(f"-- {blueprint}: {relative(BLUEPRINT)} without its distro and package groups")
+    ks = out / "microshift.ks"
+    ocitree(
+        "kickstart", "--ostree-url", url, "--ref", REF, "--osname", OSNAME,
+        "--remote", REMOTE, "--nogpg", "--blueprint", blueprint, "-o", ks,
+    )  # fmt: skip
+    show("cat", ks)
+    return ks
+
+
+def installer_iso(out: Path, ks: Path) -> None:
+    print("\n== 5. The installer ISO with the kickstart")
+    print(
+        "-- there is no RHEL boot.iso here: tests/support/isos.py makes a stand-in with\n"
+        "-- lorax's layout (isolinux, GRUB for BIOS and UEFI, images/efiboot.img, El Torito\n"
+        "-- and isohybrid), whose kernels are stand-ins: it does not boot"
+    )
+    boot_iso = isos.installer_iso(out / "boot-iso")
+    print(f"({boot_iso}: volume id {isos.VOLID})")
+    iso = out / "edge-installer.iso"
+    ocitree("iso", "--ks", ks, boot_iso, iso)
+    show("xorriso", "-report_about", "WARNING", "-indev", iso, "-report_el_torito", "plain")
+    print("\n-- the installer's boot entries now point at the kickstart")
+    files = out / "iso-files"
+    show(
+        "xorriso", "-report_about", "WARNING", "-osirrox", "on", "-indev", iso,
+        "-extract", "/isolinux/isolinux.cfg", files / "isolinux.cfg",
+        "-extract", "/EFI/BOOT/grub.cfg", files / "grub.cfg",
+    )  # fmt: skip
+    show("grep", "-h", "inst.ks=", files / "isolinux.cfg", files / "grub.cfg")
+
+
+def install_device(dev: Path, url: str) -> None:
+    """What the kickstart's ostreesetup makes anaconda do, on a sysroot at ``dev``."""
+    print(f"(a tmpfs is mounted at {dev} for the device's sysroot)")
+    show("ostree", "admin", "init-fs", dev)
+    show("ostree", "admin", "os-init", OSNAME, f"--sysroot={dev}")
+    repo = f"--repo={dev / 'ostree/repo'}"
+    show("ostree", repo, "remote", "add", "--no-gpg-verify", REMOTE, url)
+    show("ostree", repo, "pull", REMOTE, REF)
+    show("ostree", "admin", "deploy", f"--sysroot={dev}", f"--os={OSNAME}", f"{REMOTE}:{REF}")
+    ocitree("status", "--sysroot", dev)
+    root = deployed(dev)
+    print("\n-- the blueprint's hostname and user, and the package's config, in its /etc")
+    show("cat", root / "etc/hostname")
+    show("grep", "-e", "^core:", "-e", "^wheel:", root / "etc/passwd", root / "etc/group")
+    run_in(root, "sample-tool")
+
+
+def encapsulate(out: Path) -> str:
+    print("\n-- the layer plan: a component per package, files of no package by directory")
+    ocitree("plan", "--repo", out / "repo", REF)
+    image = f"oci:{out / 'oci'}:1.0"
+    ocitree("encapsulate", "--repo", out / "repo", REF, image)
+    ocitree("inspect", image)
+    return image
+
+
+def push(image: str, host: str) -> None:
+    remote = f"docker://{host}/ocitree/sample:1.0"
+    ocitree("push", image, remote, "--tls-verify=false")
+    ocitree("inspect", remote, "--tls-verify=false")
+    show("skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}} {{.Labels}}", remote)
+
+
+def rebase(host: str, dev: Path) -> None:
+    print("\n== 8. The device rebased onto the image in the registry")
+    ocitree("rebase", f"ostree-unverified-registry:{host}/ocitree/sample:1.0", "--sysroot", dev,
+            "--tls-verify=false")  # fmt: skip
+    ocitree("status", "--sysroot", dev)
+    print("\n-- a local edit of sample-tools' config file in the new deployment's /etc")
+    conf = deployed(dev) / "etc" / CONF
+    show("sed", "-i", "s/^greeting = .*/greeting = hello from this device/", conf)
+
+
+def version_1_1(out: Path, host: str, dev: Path) -> None:
+    print("\n== 9. Version 1.1, composed and pushed under the same tag; the device upgrades")
+    blueprint = out / "edge-1.1.toml"
+    text = BLUEPRINT.read_text()
+    blueprint.write_text(
+        text.replace('version = "1.0.0"', 'version = "1.1.0"').replace('"1.0*"', '"1.1*"')
+    )
+    print(f"-- {blueprint}: {relative(BLUEPRINT)} with version 1.1.0 and sample-tools 1.1*")
+    ocitree("compose", blueprint, "--repo", out / "repo", "--rpm-repo", out / "rpms",
+            "--cache-dir", out / "cache")  # fmt: skip
+    image = f"oci:{out / 'oci'}:1.1"
+    ocitree("encapsulate", "--repo", out / "repo", REF, image, "--previous",
+            f"oci:{out / 'oci'}:1.0")  # fmt: skip
+    ocitree("push", image, f"docker://{host}/ocitree/sample:1.0", "--tls-verify=false")
+    print("\n-- only the changed layers are fetched")
+    ocitree("upgrade", "--check", "--sysroot", dev, "--tls-verify=false")
+    ocitree("upgrade", "--sysroot", dev, "--tls-verify=false")
+    root = deployed(dev)
+    print("\n-- /etc keeps the local edit, next to the image's copy in /usr/etc; the tool is 1.1")
+    show("cat", root / "etc" / CONF)
+    show("cat", root / "usr/etc" / CONF)
+    run_in(root, "sample-tool")
+    ocitree("status", "--sysroot", dev)
+    print("\n-- rolled back to 1.0")
+    ocitree("rollback", "--sysroot", dev)
+    ocitree("status", "--sysroot", dev)
+
+
+def build_context(ctx: Path, pki: Pki, url: str) -> None:
+    """The seed's etc/: repo file, entitlement certificate and key, RHSM CA, pull secret."""
+    files = {
+        "etc/yum.repos.d/microshift.repo": microshift.repo_file(url).encode(),
+        "etc/pki/entitlement/cert.pem": pki.client_cert.read_bytes(),
+        "etc/pki/entitlement/key.pem": pki.client_key.read_bytes(),
+        "etc/rhsm/ca/ca.pem": pki.ca_cert.read_bytes(),
+        "etc/crio/openshift-pull-secret": PULL_SECRET.encode(),
+    }
+    for rel, data in files.items():
+        (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ctx / rel).write_bytes(data)
+    (ctx / "etc/pki/entitlement/key.pem").chmod(0o600)
+
+
+def check_no_leak(out: Path, ctx: Path) -> None:
+    storage = out / "registry"
+    for rel in ("etc/pki/entitlement/key.pem", "etc/pki/entitlement/cert.pem"):
+        hits, total = blobs_holding(storage, pem_needle(ctx / rel))
+        print(f"-- {rel} is in {hits} of the registry's {total} blobs")
+        if hits:
+            raise SystemExit(f"the build leaked {rel} into the image")
+    hits, total = blobs_holding(storage, PULL_SECRET.encode())
+    print(f"-- the pull secret, which the image keeps, is in {hits} of them")
+
+
+def microshift_build(out: Path, host: str, dev: Path) -> None:
+    print("\n== 10. The seed's MicroShift image: ocitree build with packages")
+    print(
+        "-- stand-in MicroShift 4.12 packages (tests/support/microshift.py) keep the\n"
+        "-- scriptlets that failed in the seed (semodule's renames, systemctl); their\n"
+        "-- repository is served over HTTPS and demands the entitlement client certificate,\n"
+        "-- like Red Hat's CDN (tests/support/rpmrepo_server.py)"
+    )
+    microshift.make_repo(out / "microshift-rpms", out / "cdn/rhocp-4.12")
+    pki = make_pki(out / "pki")
+    base = f"docker://{host}/ocitree/sample:1.0"  # holds version 1.1 since step 9
+    derived = f"docker://{host}/ocitree/sample:1.1-microshift"
+    ctx = out / "microshift"
+    with serve(out / "cdn", pki) as cdn:
+        build_context(ctx, pki, f"{cdn.url}/rhocp-4.12")
+        print(f"({cdn.url}: the entitled repository)")
+        show("find", ctx, "-type", "f")
+        print_file(CONTAINERFILE)
+        print(
+            "-- Sample Linux has no SELinux policy store: there the stand-in for\n"
+            "-- microshift-selinux's semodule fails, and rpm warns and goes on"
+        )
+        ocitree(
+            "build", "-f", relative(CONTAINERFILE), "-t", derived, "--tls-verify=false",
+            "--build-arg", f"BASE={base.removeprefix('docker://')}",
+            # Absolute: with a relative one, the build's bubblewrap mounts for the
+            # host's rpm miss the build root.
+            "--cache-dir", (out / "build-cache").resolve(), ctx,
+        )  # fmt: skip
+        rpms = [p.rsplit("/", 1)[-1] for p in cdn.requests if p.endswith(".rpm")]
+        print(f"-- the build fetched with the entitlement: {', '.join(sorted(rpms))}")
+    ocitree("inspect", derived, "--tls-verify=false")
+    print(f"\n-- against {base}: {compare_layers(base, derived)}")
+    check_no_leak(out, ctx)
+
+    print("\n-- the device rebased onto the MicroShift image")
+    ocitree("rebase", f"ostree-unverified-registry:{derived.removeprefix('docker://')}",
+            "--sysroot", dev, "--tls-verify=false")  # fmt: skip
+    root = deployed(dev)
+    show("ls", "-l", root / "etc/systemd/system/multi-user.target.wants")
+    show("cat", root / "etc/microshift/config.yaml")
+    show("ls", root / "etc/crio")
+    left = [d for d in ("pki", "rhsm", "yum.repos.d") if (root / "etc" / d).exists()]
+    if left:
+        raise SystemExit(f"the build left /etc/{left[0]} in the image")
+    print("-- /etc/pki, /etc/rhsm and /etc/yum.repos.d are not there: the RUN removed them")
+    run_in(root, "microshift")
+    ocitree("status", "--sysroot", dev)
+
+
+def registry_steps(out: Path, image: str, dev: Path | None) -> str:
+    """Steps 7 (push) to 10, with a registry on 127.0.0.1; what was done, in words."""
+    host, registry = start_registry(out)
+    try:
+        push(image, host)
+        if dev is None:
+            return f"docker://{host}/ocitree/sample:1.0 pushed (registry data in {out}/registry)"
+        rebase(host, dev)
+        version_1_1(out, host, dev)
+        microshift_build(out, host, dev)
+    finally:
+        stop(registry, "docker-registry")
+    return (
+        "a device installed from a composed commit, rebased onto its image, upgraded, "
+        "rolled back, then rebased onto the MicroShift image built FROM it"
+    )
+
+
+def device_and_images(out: Path, url: str, no_registry: bool) -> str:
+    """Steps 6 to 10 (the device on a tmpfs, if one can be mounted)."""
+    print("\n== 6. A device installed the way the kickstart's ostreesetup does it")
+    dev = out / "device"
+    why = mount_tmpfs(dev)
+    if why is not None:
+        print(f"-- left out: cannot mount a tmpfs at {dev}: {why}")
+    try:
+        if why is None:
+            install_device(dev, url)
+        print("\n== 7. The commit encapsulated as an OCI image and pushed to a registry")
+        image = encapsulate(out)
+        if no_registry:
+            return f"the image is at {image} (--no-registry)"
+        return registry_steps(out, image, dev if why is None else None)
+    finally:
+        if why is None:
+            (out / "deployed").unlink(missing_ok=True)
+            unmount(dev)
+            print(f"({dev} unmounted)")
 
 
 def main() -> int:
@@ -302,58 +489,30 @@ def main() -> int:
     parser.add_argument("--no-registry", action="store_true", help="stop at the oci: image")
     parser.add_argument("--out", type=Path, default=TOP / "demo-output")
     args = parser.parse_args()
-    out: Path = args.out
-    dev = out / "device"
-    if is_mount(dev):  # left over from an interrupted run
-        unmount(dev)
+    out = relative(args.out.resolve())
+    os.chdir(TOP)  # the commands print as one would type them at the top of the repo
+    if is_mount(out / "device"):  # left over from an interrupted run
+        unmount(out / "device")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    ocitree = [str(Path(sys.executable).parent / "ocitree")]
+    started = time.monotonic()
 
-    print("== 1. A sample OS tree from examples/sample-os, committed with ostree")
-    tree = build_tree(out)
-    show("ostree", "init", f"--repo={out / 'repo'}", "--mode=archive")
-    commit(out, tree, "1.0")
-
-    print("\n== 2. The layer plan, and the commit encapsulated as an OCI image")
-    show(*ocitree, "plan", "--repo", out / "repo", REF)
-    image = f"oci:{out / 'oci'}:1.0"
-    show(*ocitree, "encapsulate", "--repo", out / "repo", REF, image)
-    show(*ocitree, "inspect", image)
-    if args.no_registry:
-        print(f"\nDone: the image is at {image}")
-        return 0
-
-    print("\n== 3. Pushed to a registry on 127.0.0.1 and inspected there")
-    host, proc = start_registry(out)
-    why: str | None = None
+    sample_distro(out)
+    compose(out)
+    print("\n== 3. The ostree repository served over HTTP")
+    url, server = start_ostree_server(out)
     try:
-        remote = f"docker://{host}/ocitree/sample:1.0"
-        show(*ocitree, "push", image, remote, "--tls-verify=false")
-        show(*ocitree, "inspect", remote, "--tls-verify=false")
-        show("skopeo", "inspect", "--tls-verify=false", remote)
-        why = mount_tmpfs(dev)
-        if why is None:
-            try:
-                print(f"\n(a tmpfs is mounted at {dev} for the device's sysroot)")
-                device_demo(out, ocitree, host, tree, dev)
-            finally:
-                unmount(dev)
-                print(f"\n({dev} unmounted)")
+        ks = kickstart(out, url)
+        installer_iso(out, ks)
+        done = device_and_images(out, url, args.no_registry)
     finally:
-        proc.terminate()
-        proc.wait(10)
-        print(f"(registry pid {proc.pid} stopped)")
-    if why is not None:
-        print(f"\nStopped before the device: cannot mount a tmpfs at {dev}: {why}")
-        print(f"Done: {remote} (registry data in {out / 'registry'})")
-    else:
-        print(
-            f"\nDone: {remote} deployed, upgraded and rolled back on a device, then "
-            "rebased onto its MicroShift-like derivative"
-        )
+        stop(server, "ocitree serve")
+    print(f"\nDone in {time.monotonic() - started:.0f} s: {done}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except CommandError as e:
+        sys.exit(f"demo: {e}")
