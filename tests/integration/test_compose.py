@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from ocitree.build.blueprint import BlueprintError
+from ocitree.build.packages import resolve
+from ocitree.build.rpmrepo import repo_from_argument
 from ocitree.cli.main import main
 from ocitree.compose.compose import ComposeOptions, ComposeResult, compose
 from ocitree.errors import UserError
@@ -109,10 +111,16 @@ def test_layout_is_what_rpm_ostree_makes(composed: tuple[ComposeOptions, Compose
     links = {
         "/home": "var/home", "/root": "var/roothome", "/opt": "var/opt", "/srv": "var/srv",
         "/mnt": "var/mnt", "/media": "run/media", "/usr/local": "../var/usrlocal",
-        "/ostree": "sysroot/ostree", "/tmp": "sysroot/tmp", "/bin": "usr/bin",
+        "/ostree": "sysroot/ostree", "/bin": "usr/bin",
+        "/usr/lib/sysimage/rpm": "../../share/rpm",
     }  # fmt: skip
     for link, target in links.items():
         assert entries[link].startswith("l") and entries[link].endswith(f"-> {target}"), link
+    assert entries["/tmp"].startswith("d01777")
+    for d in ("/dev", "/proc", "/sys", "/run", "/sysroot", "/boot"):
+        assert not [p for p in entries if p.startswith(d + "/")], f"{d} must be empty"
+    # each device makes its own machine id; the build's placeholder is gone
+    assert _cat(opts.repo, result.commit, "/usr/etc/machine-id") == ""
     var = [p for p in entries if p.startswith("/var/")]
     assert var == [], "/var must be empty in a commit"
     assert "/etc" not in entries
@@ -147,7 +155,7 @@ def test_var_becomes_tmpfiles_entries_and_nothing_is_lost(
     opts, result = composed
     conf = _cat(opts.repo, result.commit, "/usr/lib/tmpfiles.d/ocitree-var.conf")
     lines = conf.splitlines()
-    assert "d /var/lib/sample 0755 0 0 -" in lines
+    assert "d /var/lib/sample 0755 root root -" in lines
     assert "L /var/lib/rpm - - - - ../../usr/share/rpm" in lines
     assert "L /var/run - - - - ../run" in lines
     state = "C /var/lib/sample/state - - - - /usr/share/factory/var/lib/sample/state"
@@ -195,13 +203,16 @@ def test_tarball_is_osbuilds_edge_commit(
     assert opts.tarball is not None
     with tarfile.open(opts.tarball) as tf:
         names = tf.getnames()
-        assert "repo/config" in names and "compose.json" in names
+        assert "./repo/config" in names and "./compose.json" in names
         assert {m.uid for m in tf.getmembers()} == {0}
     run(["tar", "-xf", opts.tarball, "-C", tmp_path])
     info = json.loads((tmp_path / "compose.json").read_text())
+    content = run(["ostree", f"--repo={opts.repo}", "show", result.commit]).stdout.decode()
     assert info == {
         "ref": REF,
         "ostree-commit": result.commit,
+        "ostree-content-checksum": content.split("ContentChecksum:")[1].split()[0],
+        "ostree-timestamp": "2023-11-14T22:13:20Z",  # the sample packages' build time
         "rpm-ostree-inputhash": result.input_hash,
         "ostree-version": "1.0.0",
     }
@@ -351,6 +362,7 @@ def _rootfs(base: Path, *, initramfs: bool = True, dracut: bool = False) -> Path
     (root / "etc").mkdir()
     (root / "etc/os-release").symlink_to("../usr/lib/os-release")
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc/group").write_text("root:x:0:\n")
     (root / "boot").mkdir()
     (root / "boot" / f"vmlinuz-{ROOTFS_KVER}").write_bytes(b"kernel\n" * 100)
     (root / "boot" / f"config-{ROOTFS_KVER}").write_text("CONFIG_X=y\n")
@@ -358,7 +370,8 @@ def _rootfs(base: Path, *, initramfs: bool = True, dracut: bool = False) -> Path
         (root / "boot" / f"initramfs-{ROOTFS_KVER}.img").write_bytes(b"initramfs\n" * 100)
     if dracut:
         # the tree's own dracut, run inside the tree: writes the file it is asked for
-        (root / "usr/bin/dracut").write_text('#!/bin/sh\necho "made by dracut $*" > "$6"\n')
+        script = '#!/bin/sh\nfor out; do :; done\necho "made by dracut $*" > "$out"\n'
+        (root / "usr/bin/dracut").write_text(script)
         (root / "usr/bin/dracut").chmod(0o755)
     (root / "home/alice").mkdir(parents=True)
     (root / "home/alice/notes.txt").write_text("keep me\n")
@@ -366,6 +379,12 @@ def _rootfs(base: Path, *, initramfs: bool = True, dracut: bool = False) -> Path
     (root / "var/lib/other/data").write_text("state\n")
     (root / "var/log").mkdir()
     (root / "var/log/install.log").write_text("dropped\n")
+    (root / "var/lib/systemd").mkdir()
+    (root / "var/lib/systemd/random-seed").write_bytes(b"\x01" * 32)
+    (root / "opt/vendor/bin").mkdir(parents=True)
+    (root / "opt/vendor/bin/tool").write_text("#!/bin/sh\n")
+    (root / "tmp").mkdir()
+    (root / "tmp/leftover").write_text("x\n")
     for p in root.rglob("*"):
         os.utime(p, (1_600_000_000, 1_600_000_000), follow_symlinks=False)
     return root
@@ -402,7 +421,14 @@ def test_from_rootfs_tarball(tmp_path: Path) -> None:
     assert "/usr/share/factory/var/home/alice/notes.txt" in entries
     assert "/usr/share/factory/var/lib/other/data" in entries
     assert "/usr/share/factory/var/log/install.log" not in entries
-    assert "/dev/null" not in entries
+    assert "/usr/share/factory/var/lib/systemd/random-seed" not in entries  # per machine
+    assert "/dev/null" not in entries and "/tmp/leftover" not in entries
+    # /opt of the tree is in /usr (updates reach it), linked from /var/opt
+    assert "/usr/lib/opt/vendor/bin/tool" in entries
+    assert entries["/opt"].endswith("-> var/opt")
+    conf = _cat(opts.repo, result.commit, "/usr/lib/tmpfiles.d/ocitree-var.conf")
+    assert "L /var/opt/vendor - - - - /usr/lib/opt/vendor" in conf.splitlines()
+    assert "d /var/lib/other 0755 root root -" in conf.splitlines()
     assert _cat(opts.repo, result.commit, "/usr/etc/hostname") == "o1\n"
     assert "rpmostree.rpmdb.pkglist" not in Repo(opts.repo).commit(result.commit).metadata
     # the same tarball again: the same commit
@@ -410,12 +436,17 @@ def test_from_rootfs_tarball(tmp_path: Path) -> None:
     assert again.commit == result.commit
 
 
-def test_from_rootfs_directory_makes_the_initramfs_with_the_trees_dracut(tmp_path: Path) -> None:
-    root = _rootfs(tmp_path, initramfs=False, dracut=True)
+@pytest.mark.parametrize("shipped", [False, True], ids=["no-initramfs", "packaged-initramfs"])
+def test_from_rootfs_directory_makes_the_initramfs_with_the_trees_dracut(
+    tmp_path: Path, shipped: bool
+) -> None:
+    """With dracut in the tree, the initramfs is always made with ostree's module; one
+    the kernel's scriptlets made (without it) is replaced."""
+    root = _rootfs(tmp_path, initramfs=shipped, dracut=True)
     opts = _rootfs_options(tmp_path, root)
     result = compose(opts)
     made = _cat(opts.repo, result.commit, f"/usr/lib/modules/{ROOTFS_KVER}/initramfs.img")
-    assert made.startswith("made by dracut --no-hostonly --reproducible --force --kver 6.6.0")
+    assert made.startswith("made by dracut --no-hostonly --reproducible --add ostree --force")
     assert (root / "home/alice/notes.txt").is_file()  # the source tree is left alone
 
 
@@ -434,3 +465,45 @@ def test_from_rootfs_tar_entry_escaping_the_root_is_refused(tmp_path: Path) -> N
     with pytest.raises(UserError, match="leaves the destination"):
         compose(opts)
     assert not (tmp_path / "escaped").exists() and not opts.repo.exists()
+
+
+@pytest.mark.parametrize(
+    "link",
+    ["var", "etc", "usr/share/factory", "boot", "var/home", "usr/lib/modules"],
+)
+def test_links_in_the_tree_never_lead_the_layout_out_of_it(tmp_path: Path, link: str) -> None:
+    """A tree whose directories are links (to outside, absolute) is refused, and what
+    the links point at is untouched."""
+    outside = tmp_path / "outside"
+    (outside / "lib/other").mkdir(parents=True)
+    (outside / "lib/other/precious").write_text("host file\n")
+    root = _rootfs(tmp_path)
+    target = root / link
+    if target.is_dir():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(outside)
+    if link == "var/home":
+        (root / "home/alice").rename(root / "alice")  # /home moves into /var/home
+    before = sorted(str(p.relative_to(outside)) for p in outside.rglob("*"))
+    opts = _rootfs_options(tmp_path, root)
+    with pytest.raises(UserError, match="is a symbolic link in the tree"):
+        compose(opts)
+    assert sorted(str(p.relative_to(outside)) for p in outside.rglob("*")) == before
+    assert (outside / "lib/other/precious").read_text() == "host file\n"
+    assert not opts.repo.exists()
+
+
+def test_distro_excludes_are_never_installed(sample_distro: Path, tmp_path: Path) -> None:
+    """A distro's exclude list (rng-tools on RHEL) keeps a package out even when a
+    request needs it: the resolver says so rather than installing it."""
+    repos = [repo_from_argument(str(sample_distro))]
+    root = tmp_path / "root"
+    root.mkdir()
+    chosen = resolve(root, ["sample-base"], repos=repos, cache=tmp_path / "c", installed=[])
+    assert any(c.nevra.startswith("sample-shell-") for c in chosen)
+    with pytest.raises(UserError, match="sample-shell"):
+        resolve(
+            root, ["sample-base"], repos=repos, cache=tmp_path / "c", installed=[],
+            exclude=["sample-shell"],
+        )  # fmt: skip

@@ -4,12 +4,15 @@ findings stop the build naming the path at fault; warnings are printed."""
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 TOPLEVEL_DIRS = ("dev", "proc", "sys", "run", "tmp", "var")
+# tmpfiles.d line types that create their path
+_CREATING = frozenset("fFdDvqQpLcbC")
 
 
 @dataclass(frozen=True)
@@ -100,17 +103,21 @@ def _check_var(root: Path, warn: Callable[[str, str], None]) -> None:
 
 
 def tmpfiles_paths(root: Path) -> set[str]:
-    """The paths the tmpfiles.d files of ``root`` declare."""
+    """The paths the tmpfiles.d files of ``root`` create (``d``, ``L``, ``C``, ``f``…
+    lines; quotes removed)."""
     paths = set()
     for d in ("usr/lib/tmpfiles.d", "etc/tmpfiles.d"):
         base = root / d
-        if not base.is_dir():
+        if not base.is_dir() or base.is_symlink():
             continue
         for conf in base.glob("*.conf"):
             if not stat.S_ISREG(conf.lstat().st_mode):
                 continue
             for line in conf.read_text(errors="replace").splitlines():
-                fields = line.split()
-                if len(fields) >= 2 and not fields[0].startswith("#"):
+                try:
+                    fields = shlex.split(line, comments=True)
+                except ValueError:
+                    continue
+                if len(fields) >= 2 and fields[0][:1] in _CREATING:
                     paths.add(fields[1])
     return paths

@@ -24,7 +24,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -377,8 +377,10 @@ def resolve(
     repos: Sequence[RepoConfig],
     cache: Path,
     installed: Sequence[InstalledPackage] | None = None,
+    exclude: Sequence[str] = (),
 ) -> list[Chosen]:
-    """The packages to add for ``packages``, sorted by NEVRA (empty: nothing to do)."""
+    """The packages to add for ``packages``, sorted by NEVRA (empty: nothing to do).
+    Packages named in ``exclude`` are never installed (a distro's excludes)."""
     solv = _solv()
     enabled = [r for r in repos if r.enabled]
     ids = ", ".join(r.id for r in enabled) or "none"
@@ -431,6 +433,9 @@ def resolve(
             )
         jobs += sel.jobs(solv.Job.SOLVER_INSTALL)
 
+    for name in exclude:
+        # an erase job for a package that is not installed keeps it from being installed
+        jobs += pool.select(name, solv.Selection.SELECTION_NAME).jobs(solv.Job.SOLVER_ERASE)
     solver = pool.Solver()
     problems = solver.solve(jobs)
     if problems and _load_filelists(solv, pool, loaded):
@@ -626,7 +631,6 @@ def _run_on_host(
     rpms: Sequence[Path],
     db: tuple[str, str] | None,
     run_host: HostRunner | None,
-    env: Mapping[str, str] | None = None,
 ) -> None:
     dbpath, backend = db or ("/usr/share/rpm", "sqlite")
     if backend == "bdb":
@@ -641,7 +645,7 @@ def _run_on_host(
     proc = (
         run_host(argv)
         if run_host is not None
-        else run(argv, check=False, env=env, hint="rpm comes with Debian's rpm package")
+        else run(argv, check=False, hint="rpm comes with Debian's rpm package")
     )
     for line in (proc.stdout or b"").decode(errors="replace").splitlines():
         logger.debug("rpm: %s", line)
@@ -667,7 +671,7 @@ def install(
     cache: Path,
     run_in_root: Callable[[Sequence[str]], int] | None = None,
     run_host: HostRunner | None = None,
-    env: Mapping[str, str] | None = None,
+    exclude: Sequence[str] = (),
 ) -> InstallResult:
     """Install ``packages`` (names, provides, ``name-version``…) and what they need.
 
@@ -675,8 +679,7 @@ def install(
     exit code; with it, and where the image has an rpm, that rpm runs the transaction.
     Otherwise the host's ``rpm --root`` does, through ``run_host(argv)`` when given (the
     build engine runs it with the shims mounted into the root, so scriptlets get the
-    offline systemctl). Packages already installed are left alone. ``env`` is added to
-    the host rpm's environment (``SOURCE_DATE_EPOCH`` makes rpm's install times fixed).
+    offline systemctl). Packages already installed are left alone.
     """
     if not packages:
         raise UserError("no packages named to install")
@@ -684,7 +687,7 @@ def install(
     cache = cache.resolve()
     cache.mkdir(parents=True, exist_ok=True)
     db = find_rpmdb(root)
-    chosen = resolve(root, packages, repos=repos, cache=cache)
+    chosen = resolve(root, packages, repos=repos, cache=cache, exclude=exclude)
     if not chosen:
         logger.info("%s: already installed, nothing to do", " ".join(packages))
         return InstallResult(())
@@ -702,7 +705,7 @@ def install(
     if run_in_root is not None and _image_has_rpm(root):
         _run_in_image(root, files, db[0] if db else None, run_in_root)
     else:
-        _run_on_host(root, files, db, run_host, env)
+        _run_on_host(root, files, db, run_host)
     return InstallResult(tuple(nevras))
 
 

@@ -115,12 +115,22 @@ def _remove_mount_points(created: Sequence[Path]) -> None:
 
 
 def run_host_with_mounts(
-    root: Path, argv: Sequence[str], mounts: Sequence[Mount]
+    root: Path,
+    argv: Sequence[str],
+    mounts: Sequence[Mount],
+    *,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run a host command (the host's ``rpm --root``) with ``mounts`` placed inside the
-    root, in a private mount namespace: the shims reach scriptlets rpm runs chrooted."""
+    root, in a private mount namespace: the shims reach scriptlets rpm runs chrooted.
+    The host's ``/dev`` and a ``/proc`` are mounted on the root's own directories, so
+    that scriptlets find ``/dev/null`` (rather than making it a file of the image)."""
     created: list[Path] = []
     args: list[str | Path] = ["bwrap", "--dev-bind", "/", "/", "--die-with-parent"]
+    for d, option in (("dev", "--dev-bind"), ("proc", "--proc")):
+        target = root / d
+        if target.is_dir() and not target.is_symlink():
+            args += [option, "/dev", target] if d == "dev" else [option, target]
     for m in mounts:
         target = _inside(root, m.target)
         missing = _missing_parents(root, target)
@@ -132,6 +142,6 @@ def run_host_with_mounts(
         created += missing
         args += ["--ro-bind" if m.readonly else "--bind", m.source, target]
     try:
-        return run([*args, "--", *argv], check=False)
+        return run([*args, "--", *argv], check=False, env=env)
     finally:
         _remove_mount_points(created)

@@ -22,12 +22,15 @@ complete.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +38,7 @@ from ocitree.build import blueprint as bp_mod
 from ocitree.build import packages
 from ocitree.build.files import unpack_tar
 from ocitree.build.rpmrepo import basearch_of, host_arch, os_release
+from ocitree.build.sandbox import run_host_with_mounts
 from ocitree.compose import comps, distro, layout, tarball
 from ocitree.errors import UserError
 from ocitree.log import logger, step
@@ -132,10 +136,12 @@ def _check_repo(path: Path) -> None:
         )
 
 
-def _specs(bp: bp_mod.Blueprint, found: distro.Distro, group_packages: Sequence[str]) -> list[str]:
+def _specs(
+    bp: bp_mod.Blueprint, found: distro.Distro, group_packages: Sequence[str], arch: str
+) -> list[str]:
     """One request: the distro's set, the groups', the blueprint's (its versions win)."""
     named = {p.name for p in (*bp.packages, *bp.modules)}
-    out = [n for n in (*found.packages, *group_packages) if n not in named]
+    out = [n for n in (*found.packages_for(arch), *group_packages) if n not in named]
     out = list(dict.fromkeys(out))
     return out + [p.spec for p in (*bp.packages, *bp.modules)]
 
@@ -151,14 +157,51 @@ def _install(
     """Install the packages; the epoch, the chosen packages and checksums, the NEVRAs."""
     repos = distro.repositories(found, arch, rpm_repos=opts.rpm_repos, repo_files=opts.repo_files)
     with step(f"Resolving the packages of {bp.name} ({found.name}, {arch})"):
-        specs = _specs(bp, found, comps.expand(bp.groups, repos, cache))
-        chosen = packages.resolve(root, specs, repos=repos, cache=cache, installed=[])
+        specs = _specs(bp, found, comps.expand(bp.groups, repos, cache), arch)
+        chosen = packages.resolve(
+            root, specs, repos=repos, cache=cache, installed=[], exclude=found.exclude
+        )
     epoch = _source_date_epoch() or max((c.buildtime for c in chosen), default=0)
-    with step(f"Installing {len(chosen)} packages into an empty root"):
+    env = {"SOURCE_DATE_EPOCH": str(epoch)}  # rpm's install times
+
+    def run_host(argv: Sequence[str]) -> subprocess.CompletedProcess[bytes]:
+        return run_host_with_mounts(root, argv, [], env=env)
+
+    with step(f"Installing {len(chosen)} packages into an empty root"), _install_guards(root):
         result = packages.install(
-            root, specs, repos=repos, cache=cache, env={"SOURCE_DATE_EPOCH": str(epoch)}
+            root, specs, repos=repos, cache=cache, run_host=run_host, exclude=found.exclude
         )
     return epoch, [[c.nevra, c.checksum] for c in chosen], result.installed
+
+
+# kernel-install plugins that would make an initramfs without ostree's module (and a
+# rescue kernel); the layout makes the initramfs with the tree's dracut instead.
+MASKED_KERNEL_INSTALL = ("50-dracut.install", "51-dracut-rescue.install")
+PLACEHOLDER_MACHINE_ID = "f" * 32
+
+
+@contextlib.contextmanager
+def _install_guards(root: Path) -> Iterator[None]:
+    """What the empty root holds while rpm installs into it, as osbuild does: a fixed
+    machine id (else systemd's scriptlet writes a random one: no two composes would be
+    the same), the dracut kernel-install plugins masked, /dev and /proc mount points."""
+    for d, mode in (("etc/kernel/install.d", 0o755), ("dev", 0o755), ("proc", 0o555)):
+        path = root
+        for part in Path(d).parts:
+            path = path / part
+            if not path.is_dir():
+                path.mkdir(mode=mode)
+                path.chmod(mode)
+    (root / "etc/machine-id").write_text(PLACEHOLDER_MACHINE_ID + "\n")
+    masks = [root / "etc/kernel/install.d" / name for name in MASKED_KERNEL_INSTALL]
+    for m in masks:
+        m.symlink_to("/dev/null")
+    try:
+        yield
+    finally:
+        for m in masks:
+            if m.is_symlink() and os.readlink(m) == "/dev/null":
+                m.unlink()
 
 
 def _from_rootfs(source: Path, root: Path) -> tuple[int, str]:
@@ -236,7 +279,8 @@ def _commit(
     input_hash: str,
     epoch: int,
 ) -> str:
-    if not (repo_path / "config").is_file():
+    created = not repo_path.exists()
+    if created:
         Repo.create(repo_path)
     subject = f"{bp.name} {bp.version}" if bp.version else bp.name
     argv: list[str] = [
@@ -252,7 +296,12 @@ def _commit(
         argv.append(f"--add-metadata=rpmostree.rpmdb.pkglist={packages.pkglist_variant(root)}")
     if (root / "usr/etc/selinux/config").exists():
         argv.append(f"--selinux-policy={root}")
-    with step(f"Committing {ref}"):
-        commit = run(argv).stdout.decode().strip().splitlines()[-1]
+    try:
+        with step(f"Committing {ref}"):
+            commit = run(argv).stdout.decode().strip().splitlines()[-1]
+    except BaseException:
+        if created:
+            shutil.rmtree(repo_path, ignore_errors=True)
+        raise
     logger.info("%s: %s", ref, commit)
     return commit

@@ -3,25 +3,39 @@
 In this order, on a root with a real ``/etc`` and ``/var``:
 
 1. The kernel: ``usr/lib/modules/<kver>/vmlinuz`` (or ``boot/vmlinuz-<kver>``, moved
-   there) and its ``initramfs.img`` (``boot/initramfs-<kver>.img`` moved; else made with
-   the tree's own dracut, ``--no-hostonly --reproducible``, as rpm-ostree does; else an
-   error). Other ``boot/<name>-<kver>`` files (config, System.map) join them; ``/boot``
-   is left empty for the deployment's.
-2. The rpmdb under ``usr/share/rpm`` (moved from ``var/lib/rpm``), its sqlite journal
-   folded in, ``%_dbpath`` set for the image's rpm by a macros file, and
-   ``/var/lib/rpm`` a link to it.
-3. The toplevel links: ``home → var/home``, ``root → var/roothome``, ``opt → var/opt``,
-   ``srv → var/srv``, ``mnt → var/mnt``, ``media → run/media``,
-   ``usr/local → ../var/usrlocal``, ``ostree → sysroot/ostree``, ``tmp → sysroot/tmp``;
-   what the directories held moves under ``var/`` first.
+   there) and its ``initramfs.img``. Where the tree has dracut, the initramfs is always
+   made anew with it, with ostree's module (``--add ostree --no-hostonly
+   --reproducible``, as rpm-ostree does; an initramfs the kernel package's scriptlets
+   made is dropped: it lacks ostree's module). Without dracut, the kernel package's own
+   ``initramfs.img`` (or ``boot/initramfs-<kver>.img``) is used; with neither, an error.
+   Other ``boot/<name>-<kver>`` files (config, System.map) join the kernel; the rest of
+   ``/boot`` (the bootloader: ``efi/``, ``grub2/``) goes to ``usr/lib/ostree-boot``,
+   where anaconda and bootupd look for it. Rescue kernels are dropped.
+2. The rpmdb under ``usr/share/rpm`` (moved from ``var/lib/rpm`` or
+   ``usr/lib/sysimage/rpm``), its sqlite journal folded in, ``%_dbpath`` set for the
+   image's rpm by a macros file, ``/var/lib/rpm`` and ``/usr/lib/sysimage/rpm`` links to
+   it.
+3. The toplevel links: ``home → var/home``, ``root → var/roothome``, ``srv → var/srv``,
+   ``mnt → var/mnt``, ``media → run/media``, ``usr/local → ../var/usrlocal``,
+   ``ostree → sysroot/ostree``, ``opt → var/opt``; what the directories held moves
+   under ``var/`` first, except package content of ``/opt``, which moves to
+   ``usr/lib/opt`` with a link in ``/var/opt`` so that updates reach it. ``/tmp`` is a
+   directory (mode 1777), as osbuild makes it for RHEL for Edge.
 4. ``/var``: ostree gives each deployment's stateroot its own ``/var``, seeded only by
    systemd-tmpfiles. Every directory and link under ``var/`` becomes a ``d``/``L`` line of
-   ``usr/lib/tmpfiles.d/ocitree-var.conf``, and every file is kept in
+   ``usr/lib/tmpfiles.d/ocitree-var.conf`` (owners by name), and every file is kept in
    ``usr/share/factory/var/`` with a ``C`` line that copies it on first boot (rpm-ostree
    drops such files; nothing is lost here). ``var/cache``, ``var/log`` and ``var/tmp``
-   contents are dropped. Paths another tmpfiles.d file declares keep that declaration.
-5. ``/etc`` becomes ``usr/etc``; an empty ``machine-id`` stays empty, backups such as
-   ``passwd-`` and ``.pwd.lock`` go.
+   contents and machine-specific state (random seed, journal catalog) are dropped.
+   Paths another tmpfiles.d file creates keep that declaration.
+5. ``/etc`` becomes ``usr/etc``; ``machine-id`` is emptied (each device makes its own),
+   backups such as ``passwd-`` go, and locked accounts' password-change dates are
+   blanked as rpm-ostree does (they would differ with the day of the build).
+
+The tree is the product of packages and tools: a link in it must never lead the layout
+out of it. Every path the layout writes, moves or removes is checked to have no link
+among its directories (:func:`_inside`); a tree whose ``/var``, ``/etc``, ``/boot`` or
+rpmdb directory is a link is refused.
 """
 
 from __future__ import annotations
@@ -32,7 +46,7 @@ import shutil
 import sqlite3
 import stat
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ocitree.build.lint import tmpfiles_paths
 from ocitree.build.packages import RPMDB_DIRS
@@ -43,16 +57,16 @@ from ocitree.log import logger, step
 TMPFILES_VAR = "usr/lib/tmpfiles.d/ocitree-var.conf"
 FACTORY = "usr/share/factory"
 RPM_MACROS = "usr/lib/rpm/macros.d/macros.ocitree"
+OSTREE_BOOT = "usr/lib/ostree-boot"
+OPT_IN_USR = "usr/lib/opt"
 TOPLEVEL_LINKS = (
     ("home", "var/home"),
     ("root", "var/roothome"),
-    ("opt", "var/opt"),
     ("srv", "var/srv"),
     ("mnt", "var/mnt"),
     ("media", "run/media"),
     ("usr/local", "../var/usrlocal"),
     ("ostree", "sysroot/ostree"),
-    ("tmp", "sysroot/tmp"),
 )
 # Directories the links above point at, made by systemd-tmpfiles on each deployment.
 LAYOUT_DIRS = (
@@ -64,10 +78,19 @@ LAYOUT_DIRS = (
     ("/var/usrlocal", 0o755),
     ("/run/media", 0o755),
 )
-EMPTY_DIRS = ("boot", "dev", "proc", "sys", "run", "sysroot", "var", "usr/etc")
-TRANSIENT_VAR = ("var/cache", "var/log", "var/tmp", "var/run", "var/lock")
+# Directories the commit has, empty: mount points and the deployment's own.
+EMPTY_DIRS = {
+    "boot": 0o755, "dev": 0o755, "proc": 0o555, "sys": 0o555, "run": 0o755,
+    "sysroot": 0o755, "var": 0o755, "tmp": 0o1777,
+}  # fmt: skip
+TRANSIENT_VAR = ("var/cache", "var/log", "var/tmp")
+MACHINE_STATE = (
+    "var/lib/systemd/random-seed",
+    "var/lib/systemd/catalog/database",
+    "var/lib/plymouth/boot-duration",
+)
 ETC_BACKUPS = ("passwd-", "group-", "shadow-", "gshadow-", "subuid-", "subgid-", ".pwd.lock")
-_SAFE_PATH = re.compile(r"[A-Za-z0-9/._+:@%,=-]+")
+_SAFE = re.compile(r"[A-Za-z0-9/._+:@,=-]+")
 
 
 @dataclass(frozen=True)
@@ -78,26 +101,96 @@ class Kernel:
 
 def make_ostree_ready(root: Path, *, source_date_epoch: int) -> Kernel:
     """Lay out ``root`` as an ostree commit (module docstring); returns its kernel."""
+    for rel in ("var", "etc", "boot", "usr", "usr/lib", "usr/share"):
+        _real_dir(root, rel, required=False)
     with step("Laying out the tree for ostree"):
         kernel = _kernel(root, source_date_epoch)
         _rpmdb(root)
-        _toplevel_links(root)
-        _var_to_tmpfiles(root)
+        opt_links = _toplevel_links(root)
+        _var_to_tmpfiles(root, opt_links)
         _etc(root)
-        for d in EMPTY_DIRS:
-            (root / d).mkdir(parents=True, exist_ok=True)
+        _mkdirs(root, "usr/etc")
+        for rel, mode in EMPTY_DIRS.items():
+            path = _inside(root, rel)
+            if path.is_dir() and not path.is_symlink():
+                for child in list(path.iterdir()):
+                    _remove(child)
+            else:
+                if os.path.lexists(path):
+                    _remove(path)
+                path.mkdir()
+            os.chmod(path, mode)
     return kernel
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def _inside(root: Path, rel: str) -> Path:
+    """``root/rel``, refused if one of its directories in the tree is a link (a link
+    could lead outside). The last component may be anything; callers check it."""
+    path = root
+    parts = PurePosixPath(rel).parts
+    for i, part in enumerate(parts):
+        if part in ("..", "/"):
+            raise UserError(f"path {rel!r} leaves the tree")
+        path = path / part
+        if i < len(parts) - 1 and path.is_symlink():
+            shown = "/" + "/".join(parts[: i + 1])
+            raise UserError(
+                f"{shown} is a symbolic link in the tree ({os.readlink(path)}); "
+                "the ostree layout needs it to be a directory",
+            )
+    return path
+
+
+def _real_dir(root: Path, rel: str, *, required: bool = True) -> Path | None:
+    """``root/rel`` as a directory that is no link; None if absent and not required."""
+    path = _inside(root, rel)
+    if path.is_symlink():
+        raise UserError(
+            f"/{rel} is a symbolic link in the tree ({os.readlink(path)}); "
+            "the ostree layout needs it to be a directory"
+        )
+    if not path.is_dir():
+        if required:
+            raise UserError(f"/{rel} is missing from the tree or not a directory")
+        return None
+    return path
+
+
+def _write(root: Path, rel: str, text: str) -> None:
+    path = _inside(root, rel)
+    if os.path.lexists(path):
+        _remove(path)
+    _mkdirs(root, str(PurePosixPath(rel).parent))
+    path.write_text(text)
+    os.chmod(path, 0o644)
+
+
+def _mkdirs(root: Path, rel: str, mode: int = 0o755) -> Path:
+    """Make ``root/rel`` and its missing parents with ``mode`` (not the umask's)."""
+    path = root
+    for part in PurePosixPath(rel).parts:
+        path = path / part
+        if path.is_symlink():
+            raise UserError(f"/{path.relative_to(root)} is a symbolic link in the tree")
+        if not path.is_dir():
+            path.mkdir()
+            os.chmod(path, mode)
+    return path
 
 
 # --------------------------------------------------------------------------- kernel
 
 
 def _kernel(root: Path, epoch: int) -> Kernel:
-    modules = root / "usr/lib/modules"
-    boot = root / "boot"
-    kvers = {p.parent.name for p in modules.glob("*/vmlinuz")}
-    kvers |= {p.name.removeprefix("vmlinuz-") for p in boot.glob("vmlinuz-*")}
-    kvers.discard("0-rescue")
+    modules = _real_dir(root, "usr/lib/modules", required=False)
+    boot = _real_dir(root, "boot", required=False)
+    kvers = {p.parent.name for p in modules.glob("*/vmlinuz")} if modules else set()
+    if boot is not None:
+        kvers |= {p.name.removeprefix("vmlinuz-") for p in boot.glob("vmlinuz-*")}
+    kvers = {k for k in kvers if not k.startswith("0-rescue")}
     if not kvers:
         raise UserError(
             "the tree has no kernel (no usr/lib/modules/<kver>/vmlinuz or boot/vmlinuz-<kver>)",
@@ -110,40 +203,51 @@ def _kernel(root: Path, epoch: int) -> Kernel:
             hint="install one kernel package",
         )
     kver = kvers.pop()
-    dest = modules / kver
-    dest.mkdir(parents=True, exist_ok=True)
-    if boot.is_dir():
+    dest = _mkdirs(root, f"usr/lib/modules/{kver}")
+    if boot is not None:
         for p in sorted(boot.iterdir()):
             name = p.name
             if name == f"vmlinuz-{kver}":
                 _move(p, dest / "vmlinuz")
             elif name == f"initramfs-{kver}.img":
                 _move(p, dest / "initramfs.img")
-            elif name.endswith(f"-{kver}") and p.is_file():
+            elif name.endswith(f"-{kver}") and p.is_file() and not p.is_symlink():
                 _move(p, dest / name.removesuffix(f"-{kver}"))
-            else:
-                logger.debug("dropping /boot/%s from the commit", name)
+            elif name in ("loader", "loader.0", "loader.1") or "rescue" in name:
                 _remove(p)
-    made = False
-    if not (dest / "initramfs.img").exists():
-        _dracut(root, kver, epoch)
-        made = True
-    return Kernel(kver, made)
-
-
-def _dracut(root: Path, kver: str, epoch: int) -> None:
+            elif _is_machine_dir(root, p):
+                _remove(p)  # kernel-install's entries of the build's machine id
+            else:
+                _move(p, _mkdirs(root, OSTREE_BOOT) / name)
     dracut = next(
         (d for d in ("usr/bin/dracut", "usr/sbin/dracut") if os.path.lexists(root / d)), None
     )
-    if dracut is None:
+    if dracut is not None:
+        (dest / "initramfs.img").unlink(missing_ok=True)
+        _dracut(root, "/" + dracut, kver, epoch)
+        return Kernel(kver, True)
+    if not (dest / "initramfs.img").is_file():
         raise UserError(
             f"kernel {kver} ships no initramfs and the tree has no dracut to make one",
             hint='add dracut to the blueprint: [[packages]] name = "dracut"',
         )
+    return Kernel(kver, False)
+
+
+def _is_machine_dir(root: Path, p: Path) -> bool:
+    if not (p.is_dir() and re.fullmatch(r"[0-9a-f]{32}", p.name)):
+        return False
+    mid = root / "etc/machine-id"
+    if not mid.is_file() or mid.is_symlink():
+        return True
+    return mid.read_text().strip() in ("", p.name, "f" * 32)
+
+
+def _dracut(root: Path, dracut: str, kver: str, epoch: int) -> None:
     with step(f"Making the initramfs of {kver} with the tree's dracut"):
         argv = [
-            "/" + dracut, "--no-hostonly", "--reproducible", "--force", "--kver", kver,
-            f"/usr/lib/modules/{kver}/initramfs.img",
+            dracut, "--no-hostonly", "--reproducible", "--add", "ostree", "--force",
+            "--kver", kver, f"/usr/lib/modules/{kver}/initramfs.img",
         ]  # fmt: skip
         env = {
             "PATH": "/usr/sbin:/usr/bin",
@@ -156,26 +260,34 @@ def _dracut(root: Path, kver: str, epoch: int) -> None:
             f"dracut failed to make the initramfs of {kver} (exit code {result.exit_code})",
             hint="its messages above say why",
         )
+    made = root / f"usr/lib/modules/{kver}/initramfs.img"
+    if not made.is_file() or made.is_symlink():
+        raise UserError(f"dracut made no initramfs for {kver}")
+    os.chmod(made, 0o644)
 
 
 # --------------------------------------------------------------------------- rpmdb
 
 
 def _rpmdb(root: Path) -> None:
-    found = next((d for d in RPMDB_DIRS if (root / d).is_dir() and any((root / d).iterdir())), None)
+    found = None
+    for rel in RPMDB_DIRS:
+        d = _inside(root, rel)
+        if d.is_dir() and not d.is_symlink() and any(d.iterdir()):
+            found = rel
+            break
     if found is None:
         return  # not an rpm tree (debootstrap, mkosi of another distro)
-    target = root / "usr/share/rpm"
+    target = _inside(root, "usr/share/rpm")
     if found != "usr/share/rpm":
-        if target.exists() and any(target.iterdir()):
+        if target.is_symlink() or (target.exists() and any(target.iterdir())):
             raise UserError(f"the tree has two rpm databases: /{found} and /usr/share/rpm")
-        target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             target.rmdir()
-        shutil.move(root / found, target)
+        os.rename(root / found, target)
     sqlite = target / "rpmdb.sqlite"
     wal = target / "rpmdb.sqlite-wal"
-    if sqlite.exists() and wal.exists() and wal.stat().st_size:
+    if sqlite.is_file() and wal.is_file() and wal.stat().st_size:
         con = sqlite3.connect(sqlite)
         try:
             con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -183,119 +295,224 @@ def _rpmdb(root: Path) -> None:
             con.close()
     for junk in ("rpmdb.sqlite-wal", "rpmdb.sqlite-shm", ".rpm.lock", ".dbenv.lock"):
         (target / junk).unlink(missing_ok=True)
-    macros = root / RPM_MACROS
-    macros.parent.mkdir(parents=True, exist_ok=True)
-    macros.write_text(
-        "# written by ocitree compose: the rpmdb of an ostree commit\n%_dbpath /usr/share/rpm\n"
+    _write(
+        root,
+        RPM_MACROS,
+        "# written by ocitree compose: the rpmdb of an ostree commit\n%_dbpath /usr/share/rpm\n",
     )
-    var_rpm = root / "var/lib/rpm"
-    if not os.path.lexists(var_rpm):
-        var_rpm.parent.mkdir(parents=True, exist_ok=True)
-        var_rpm.symlink_to("../../usr/share/rpm")
+    for rel, link in (
+        ("var/lib/rpm", "../../usr/share/rpm"),
+        ("usr/lib/sysimage/rpm", "../../share/rpm"),
+    ):
+        path = _inside(root, rel)
+        if os.path.lexists(path):
+            _remove(path)
+        _mkdirs(root, str(PurePosixPath(rel).parent))
+        path.symlink_to(link)
 
 
 # --------------------------------------------------------------------------- toplevel
 
 
-def _toplevel_links(root: Path) -> None:
+def _toplevel_links(root: Path) -> list[str]:
+    opt_links = _opt(root)
     for link, target in TOPLEVEL_LINKS:
-        path = root / link
+        path = _inside(root, link)
         if path.is_symlink():
             continue
         if path.is_dir():
             if target.startswith(("var/", "../var/")):
-                dest = root / _under(link, target)
-                dest.mkdir(parents=True, exist_ok=True)
+                dest = _mkdirs(root, os.path.normpath(os.path.join(os.path.dirname(link), target)))
                 for child in sorted(path.iterdir()):
                     _move(child, dest / child.name)
             elif any(path.iterdir()):
                 logger.debug("dropping the content of /%s: it is the device's", link)
             shutil.rmtree(path)
-        elif path.exists():
+        elif os.path.lexists(path):
             raise UserError(f"/{link} is a file; an ostree commit needs it to be a link")
-        path.parent.mkdir(parents=True, exist_ok=True)
         path.symlink_to(target)
+    return opt_links
 
 
-def _under(link: str, target: str) -> str:
-    """The root-relative path a toplevel link's relative ``target`` names."""
-    return os.path.normpath(os.path.join(os.path.dirname(link), target))
+def _opt(root: Path) -> list[str]:
+    """Package content of /opt moves to /usr/lib/opt (so updates reach it), each entry
+    linked from /var/opt; /opt becomes the link to var/opt."""
+    opt = _inside(root, "opt")
+    names: list[str] = []
+    if opt.is_dir() and not opt.is_symlink():
+        for child in sorted(opt.iterdir()):
+            _move(child, _mkdirs(root, OPT_IN_USR) / child.name)
+            names.append(child.name)
+        opt.rmdir()
+    elif os.path.lexists(opt) and not opt.is_symlink():
+        raise UserError("/opt is a file; an ostree commit needs it to be a link")
+    if not opt.is_symlink():
+        opt.symlink_to("var/opt")
+    return names
 
 
 # --------------------------------------------------------------------------- /var
 
 
-def _quote(path: str) -> str:
-    """``path`` for a tmpfiles.d line: C escapes for what is not plainly safe."""
+def _path_field(path: str) -> str:
+    """``path`` as the path field of a tmpfiles.d line (quoted if it needs to be; ``%``
+    doubled: tmpfiles expands specifiers)."""
+    path = path.replace("%", "%%")
+    if _SAFE.fullmatch(path):
+        return path
+    if "'" in path or "\\" in path or not path.isprintable():
+        raise UserError(
+            f"{path!r} cannot be written in a tmpfiles.d line",
+            hint="rename it in the package or tree that makes it",
+        )
+    return f"'{path}'"
+
+
+def _arg_field(text: str) -> str:
+    """``text`` as the argument of an ``L``/``C`` line (C escapes, ``%`` doubled)."""
     return "".join(
-        c if _SAFE_PATH.fullmatch(c) else "".join(f"\\x{b:02x}" for b in c.encode()) for c in path
+        c
+        if _SAFE.fullmatch(c)
+        else "%%"
+        if c == "%"
+        else "".join(f"\\x{b:02x}" for b in c.encode())
+        for c in text
     )
 
 
-def _var_to_tmpfiles(root: Path) -> None:
-    var = root / "var"
+def _names(root: Path, db: str) -> dict[int, str]:
+    out: dict[int, str] = {}
+    path = _inside(root, f"etc/{db}")
+    if path.is_file() and not path.is_symlink():
+        for line in path.read_text(errors="replace").splitlines():
+            fields = line.split(":")
+            if len(fields) > 2 and fields[2].isdigit():
+                out.setdefault(int(fields[2]), fields[0])
+    return out
+
+
+def _var_to_tmpfiles(root: Path, opt_links: list[str] | None = None) -> None:
+    var = _real_dir(root, "var", required=False)
     declared = tmpfiles_paths(root)
-    lines = [
-        "# written by ocitree compose: /var of the composed tree, made on each deployment",
-    ]
+    users, groups = _names(root, "passwd"), _names(root, "group")
+
+    def owner(st: os.stat_result) -> str:
+        return f"{users.get(st.st_uid, st.st_uid)} {groups.get(st.st_gid, st.st_gid)}"
+
+    lines = ["# written by ocitree compose: /var of the composed tree, made on each deployment"]
     lines += [f"d {p} {mode:04o} root root -" for p, mode in LAYOUT_DIRS if p not in declared]
     seen = {p for p, _ in LAYOUT_DIRS}
-    for rel in TRANSIENT_VAR:
-        d = root / rel
-        if d.is_dir() and not d.is_symlink():
-            for child in d.iterdir():
-                _remove(child)
-    if var.is_dir():
+    for name in opt_links or ():
+        lines.append(
+            f"L {_path_field('/var/opt/' + name)} - - - - /{OPT_IN_USR}/{_arg_field(name)}"
+        )
+    if var is not None:
+        for rel in (*TRANSIENT_VAR, *MACHINE_STATE):
+            p = _inside(root, rel)
+            if p.is_dir() and not p.is_symlink():
+                for child in list(p.iterdir()):
+                    _remove(child)
+            elif p.is_file() and rel in MACHINE_STATE:
+                p.unlink()
         for dirpath, dirnames, filenames in os.walk(var):
             dirnames.sort()
             for name in sorted(dirnames + filenames):
                 p = Path(dirpath) / name
                 path = "/" + str(p.relative_to(root))
                 st = p.lstat()
-                if path in seen or path in declared:
-                    pass
-                elif stat.S_ISDIR(st.st_mode):
-                    mode = stat.S_IMODE(st.st_mode)
-                    lines.append(f"d {_quote(path)} {mode:04o} {st.st_uid} {st.st_gid} -")
-                elif stat.S_ISLNK(st.st_mode):
-                    lines.append(f"L {_quote(path)} - - - - {_quote(os.readlink(p))}")
-                elif stat.S_ISREG(st.st_mode):
-                    factory = root / FACTORY / path.lstrip("/")
-                    factory.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(p, factory, follow_symlinks=False)
-                    os.chown(factory, st.st_uid, st.st_gid)
-                    lines.append(f"C {_quote(path)} - - - - /{FACTORY}{_quote(path)}")
-                else:
-                    logger.warning("dropping %s: a special file cannot be kept in /var", path)
+                if path not in seen and path not in declared:
+                    lines += _var_entry(root, p, path, st, owner(st))
                 seen.add(path)
         for child in list(var.iterdir()):
             _remove(child)
-    conf = root / TMPFILES_VAR
-    conf.parent.mkdir(parents=True, exist_ok=True)
-    conf.write_text("\n".join(lines) + "\n")
+    _write(root, TMPFILES_VAR, "\n".join(lines) + "\n")
+
+
+def _var_entry(root: Path, p: Path, path: str, st: os.stat_result, owner: str) -> list[str]:
+    if stat.S_ISDIR(st.st_mode):
+        return [f"d {_path_field(path)} {stat.S_IMODE(st.st_mode):04o} {owner} -"]
+    if stat.S_ISLNK(st.st_mode):
+        return [f"L {_path_field(path)} - - - - {_arg_field(os.readlink(p))}"]
+    if not stat.S_ISREG(st.st_mode):
+        logger.warning("dropping %s: a special file cannot be kept in /var", path)
+        return []
+    rel = f"{FACTORY}{path}"
+    _factory_parents(root, p.parent, rel)
+    factory = _inside(root, rel)
+    if os.path.lexists(factory):
+        _remove(factory)
+    shutil.copyfile(p, factory, follow_symlinks=False)
+    # the owner first: chown clears setuid bits and file capabilities
+    os.chown(factory, st.st_uid, st.st_gid, follow_symlinks=False)
+    os.chmod(factory, stat.S_IMODE(st.st_mode))
+    shutil.copystat(p, factory, follow_symlinks=False)
+    return [f"C {_path_field(path)} - - - - /{FACTORY}{_arg_field(path)}"]
+
+
+def _factory_parents(root: Path, source_dir: Path, rel: str) -> None:
+    """The factory copy's directories, with the modes and owners of the /var ones."""
+    path = root
+    source = root
+    factory_parts = len(PurePosixPath(FACTORY).parts)
+    for i, part in enumerate(PurePosixPath(rel).parent.parts):
+        path = path / part
+        if i >= factory_parts:
+            source = source / part
+        if path.is_symlink():
+            raise UserError(f"/{path.relative_to(root)} is a symbolic link in the tree")
+        if not path.is_dir():
+            path.mkdir()
+            st = source.lstat() if i >= factory_parts else None
+            if st is not None:
+                os.chown(path, st.st_uid, st.st_gid)
+                os.chmod(path, stat.S_IMODE(st.st_mode))
+            else:
+                os.chmod(path, 0o755)
 
 
 # --------------------------------------------------------------------------- /etc
 
 
 def _etc(root: Path) -> None:
-    etc = root / "etc"
-    if not etc.is_dir():
+    etc = _real_dir(root, "etc", required=False)
+    if etc is None:
         return
     for name in ETC_BACKUPS:
-        (etc / name).unlink(missing_ok=True)
-    usr_etc = root / "usr/etc"
-    if usr_etc.exists() and any(usr_etc.iterdir()):
+        p = etc / name
+        if os.path.lexists(p):
+            p.unlink()
+    machine_id = etc / "machine-id"
+    if machine_id.is_file() and not machine_id.is_symlink():
+        machine_id.write_text("")
+    shadow = etc / "shadow"
+    if shadow.is_file() and not shadow.is_symlink():
+        st = shadow.stat()
+        shadow.write_text(
+            "".join(_blank_locked(line) + "\n" for line in shadow.read_text().splitlines())
+        )
+        os.chmod(shadow, stat.S_IMODE(st.st_mode))
+    usr_etc = _inside(root, "usr/etc")
+    if usr_etc.is_symlink() or (usr_etc.exists() and any(usr_etc.iterdir())):
         raise UserError("the tree has both /etc and /usr/etc with content")
     if usr_etc.exists():
         usr_etc.rmdir()
     etc.rename(usr_etc)
 
 
+def _blank_locked(line: str) -> str:
+    """A shadow line with the password-change date blanked if the account is locked."""
+    fields = line.split(":")
+    if len(fields) > 2 and fields[1][:1] in ("!", "*"):
+        fields[2] = ""
+    return ":".join(fields)
+
+
 # --------------------------------------------------------------------------- helpers
 
 
 def _move(src: Path, dest: Path) -> None:
+    """Move ``src`` to ``dest`` (both in the tree, checked by the caller), merging
+    directories; never through a link at ``dest``."""
     if dest.is_dir() and not dest.is_symlink() and src.is_dir() and not src.is_symlink():
         for child in sorted(src.iterdir()):
             _move(child, dest / child.name)
@@ -303,7 +520,6 @@ def _move(src: Path, dest: Path) -> None:
         return
     if os.path.lexists(dest):
         _remove(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     os.rename(src, dest)
 
 
