@@ -441,7 +441,8 @@ def test_cli_container_with_secrets(tmp_path: Path, capsys: pytest.CaptureFixtur
     auth = write_json(tmp_path / "auth.json", AUTH)
     secret = write_json(tmp_path / "ps.json", SECRET)
     bp = tmp_path / "installer.toml"
-    bp.write_text(BLUEPRINT)
+    # the blueprint of the compose, as is: its distro and package groups do not matter here
+    bp.write_text('distro = "rhel-9.4"\n' + BLUEPRINT + '\n[[groups]]\nname = "core"\n')
     ks = tmp_path / "ms.ks"
     code, out, err = ocitree(
         capsys, "--container", "docker://quay.io/example/microshift:4.15", "--version", "RHEL10",

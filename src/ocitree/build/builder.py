@@ -20,6 +20,7 @@ in no blob of the image.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -131,6 +132,8 @@ def build(opts: BuildOptions) -> EncapsulateResult:
         parsed = cf.parse(text, build_args=opts.build_args, filename=str(opts.containerfile))
         _check_secrets(parsed, opts.secrets)
         base_text = opts.base or parsed.base.image
+    # absolute: the build's mounts name paths under it from inside other roots
+    opts = dataclasses.replace(opts, cache_dir=opts.cache_dir.resolve())
     opts.cache_dir.mkdir(parents=True, exist_ok=True)
     repo_path = opts.cache_dir / "repo"
     repo = (

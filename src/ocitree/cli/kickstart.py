@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         timezone=args.timezone,
         hostname=args.hostname,
         root_password=args.root_password_hash,
-        blueprint=blueprint.load(args.blueprint) if args.blueprint else None,
+        blueprint=blueprint.load(args.blueprint, compose=True) if args.blueprint else None,
         auth_json=read_auth_file(args.auth_file) if args.auth_file else None,
         pull_secret=read_auth_file(args.pull_secret, "pull secret") if args.pull_secret else None,
     )
