@@ -39,6 +39,7 @@ from pathlib import Path
 
 import pytest
 
+from ocitree.build.packages import tidy_rpmdb
 from ocitree.run import run
 from support.gentree import commit_tree
 from support.microshift import Package, build_package
@@ -275,6 +276,7 @@ def make_ostree_tree(tar: Path, tree: Path, workdir: Path, *, preset: bytes | No
     run([*rpm, "--initdb"])
     userland = build_package(workdir, userland_package())
     run([*rpm, "-i", "--justdb", "--nodeps", "--noscripts", "--nosignature", userland])
+    tidy_rpmdb(tree)  # as a composed base has it: the database alone
 
 
 def build_debian_base(

@@ -34,7 +34,7 @@ from ocitree.build import blueprint
 from ocitree.build import containerfile as cf
 from ocitree.build.files import context_sources, copy_into, resolve_in_root
 from ocitree.build.lint import lint
-from ocitree.build.packages import pkglist_variant
+from ocitree.build.packages import pkglist_variant, tidy_rpmdb
 from ocitree.build.sandbox import Mount, run_host_with_mounts, run_step
 from ocitree.build.shims import SHIM_DIR, Handler, Reply, ShimServer
 from ocitree.container import store
@@ -424,7 +424,9 @@ def install_packages(
 
 
 def commit_cleanup(root: Path) -> None:
-    """What ``ostree container commit`` does: empty /run, /tmp, /var/tmp, /var/cache."""
+    """What ``ostree container commit`` does: empty /run, /tmp, /var/tmp, /var/cache.
+    An empty /var/tmp or /var/cache goes too: systemd-tmpfiles makes them on a device,
+    and libostree notes any /var/tmp of a commit it deploys."""
     for rel in CLEANED:
         d = root / rel
         if not d.is_dir() or d.is_symlink():
@@ -434,10 +436,13 @@ def commit_cleanup(root: Path) -> None:
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
+        if rel.startswith("var/"):
+            d.rmdir()
 
 
 def _finish(root: Path) -> None:
     commit_cleanup(root)
+    tidy_rpmdb(root)
     findings = lint(root)
     for f in findings:
         if not f.fatal:

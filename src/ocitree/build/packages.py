@@ -22,6 +22,7 @@ import importlib
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -49,6 +50,7 @@ __all__ = [
     "pkglist_variant",
     "read_installed",
     "read_repo_files",
+    "tidy_rpmdb",
 ]
 
 # Where images keep their rpmdb, in the order rpm-ostree/Fedora/RHEL/Debian's rpm use them.
@@ -657,7 +659,7 @@ def _run_on_host(
     warnings = "\n".join(
         line
         for line in (proc.stderr or b"").decode(errors="replace").strip().splitlines()
-        if not line.startswith(_DEBIAN_RPM_NOTICE)
+        if not line.removeprefix("rpm: ").startswith(_DEBIAN_RPM_NOTICE)
     )
     if warnings:
         logger.warning("%s", warnings)
@@ -724,3 +726,32 @@ def pkglist_variant(root: Path) -> str:
 
 def _gv_str(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+RPMDB_JOURNAL = ("rpmdb.sqlite-wal", "rpmdb.sqlite-shm", ".dbenv.lock")
+
+
+def tidy_rpmdb(root: Path) -> None:
+    """Fold the sqlite rpmdb's write-ahead log into the database, leave WAL mode (a
+    reader of a WAL database must create ``-shm`` beside it, which a read-only /usr
+    refuses) and drop the journal files. An image holds the database alone: those files
+    differ with every transaction, and one new empty file changes the layer that holds
+    the empty-file object. rpm's ``.rpm.lock`` stays: rpm cannot read a database on a
+    read-only /usr without it."""
+    found = find_rpmdb(root)
+    if found is None:
+        return
+    directory = root / found[0].lstrip("/")
+    sqlite = directory / "rpmdb.sqlite"
+    if sqlite.is_file() and not sqlite.is_symlink():
+        con = sqlite3.connect(sqlite)
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                con.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            con.close()
+    for junk in RPMDB_JOURNAL:
+        path = directory / junk
+        if path.is_file() or path.is_symlink():
+            path.unlink()

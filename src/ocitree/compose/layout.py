@@ -12,9 +12,9 @@ In this order, on a root with a real ``/etc`` and ``/var``:
    ``/boot`` (the bootloader: ``efi/``, ``grub2/``) goes to ``usr/lib/ostree-boot``,
    where anaconda and bootupd look for it. Rescue kernels are dropped.
 2. The rpmdb under ``usr/share/rpm`` (moved from ``var/lib/rpm`` or
-   ``usr/lib/sysimage/rpm``), its sqlite journal folded in, ``%_dbpath`` set for the
-   image's rpm by a macros file, ``/var/lib/rpm`` and ``/usr/lib/sysimage/rpm`` links to
-   it.
+   ``usr/lib/sysimage/rpm``), its sqlite journal folded in (:func:`tidy_rpmdb`),
+   ``%_dbpath`` set for the image's rpm by a macros file, ``/var/lib/rpm`` and
+   ``/usr/lib/sysimage/rpm`` links to it.
 3. The toplevel links: ``home → var/home``, ``root → var/roothome``, ``srv → var/srv``,
    ``mnt → var/mnt``, ``media → run/media``, ``usr/local → ../var/usrlocal``,
    ``ostree → sysroot/ostree``, ``opt → var/opt``; what the directories held moves
@@ -43,13 +43,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sqlite3
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ocitree.build.lint import tmpfiles_paths
-from ocitree.build.packages import RPMDB_DIRS
+from ocitree.build.packages import RPMDB_DIRS, tidy_rpmdb
 from ocitree.build.sandbox import run_step
 from ocitree.errors import UserError
 from ocitree.log import logger, step
@@ -285,16 +284,7 @@ def _rpmdb(root: Path) -> None:
         if target.exists():
             target.rmdir()
         os.rename(root / found, target)
-    sqlite = target / "rpmdb.sqlite"
-    wal = target / "rpmdb.sqlite-wal"
-    if sqlite.is_file() and wal.is_file() and wal.stat().st_size:
-        con = sqlite3.connect(sqlite)
-        try:
-            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            con.close()
-    for junk in ("rpmdb.sqlite-wal", "rpmdb.sqlite-shm", ".rpm.lock", ".dbenv.lock"):
-        (target / junk).unlink(missing_ok=True)
+    tidy_rpmdb(root)
     _write(
         root,
         RPM_MACROS,
