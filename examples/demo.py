@@ -251,25 +251,13 @@ def compose(out: Path) -> None:
     show("ostree", f"--repo={out / 'repo'}", "cat", REF, "/usr/lib/tmpfiles.d/ocitree-var.conf")
 
 
-def installer_blueprint(out: Path) -> Path:
-    """The blueprint's accounts and settings without its distro and package groups, which
-    ``ocitree kickstart --blueprint`` does not take yet (it reads layer blueprints)."""
-    blocks = BLUEPRINT.read_text().split("\n\n")
-    kept = [b for b in blocks if not b.startswith(("[[groups]]", "[[packages]]"))]
-    text = "\n\n".join(kept).replace('distro = "sample-1"\n', "")
-    path = out / "installer.toml"
-    path.write_text(text)
-    return path
-
-
 def kickstart(out: Path, url: str) -> Path:
     print("\n== 4. A kickstart: the commit from that URL, MicroShift's LVM layout")
-    blueprint = installer_blueprint(out)
-    print(f"-- {blueprint}: {relative(BLUEPRINT)} without its distro and package groups")
+    print(f"-- the accounts, hostname and services of {relative(BLUEPRINT)} go in it too")
     ks = out / "microshift.ks"
     ocitree(
         "kickstart", "--ostree-url", url, "--ref", REF, "--osname", OSNAME,
-        "--remote", REMOTE, "--nogpg", "--blueprint", blueprint, "-o", ks,
+        "--remote", REMOTE, "--nogpg", "--blueprint", BLUEPRINT, "-o", ks,
     )  # fmt: skip
     show("cat", ks)
     return ks
