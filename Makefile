@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := ostree gir1.2-ostree-1.0 python3-gi python3-venv python3-rpm skopeo \
 	docker-registry umoci buildah podman runc pigz rpm createrepo-c apache2-utils openssl \
 	golang-github-containers-common fuse-overlayfs uidmap attr time busybox-static gnupg bubblewrap debootstrap \
-	xorriso mtools dosfstools isolinux syslinux-common
+	xorriso mtools dosfstools isolinux syslinux-common isomd5sum
 STAMP_APT := $(VENV)/.apt-done
 STAMP_VENV := $(VENV)/.venv-done
 

@@ -189,6 +189,15 @@ def test_input_is_unchanged(made: Made) -> None:
     assert _sha256(made.src) == made.src_sha256
 
 
+def test_media_check_sum_is_implanted(made: Made) -> None:
+    """The installer's "Test this media" (rd.live.check) checks the implanted MD5."""
+    checker = shutil.which("checkisomd5")
+    if checker is None or shutil.which("implantisomd5") is None:
+        pytest.skip("isomd5sum is not installed")
+    assert made.out_json["md5_implanted"] is True
+    assert run([checker, made.out], check=False).returncode == 0
+
+
 def test_running_on_its_own_output_changes_nothing(
     made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
