@@ -15,11 +15,13 @@ def create_temp(directory: Path, prefix: str) -> tuple[BinaryIO, Path]:
     return os.fdopen(fd, "wb"), Path(name)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` in one rename, after an fsync."""
-    f, tmp = create_temp(path.parent, ".tmp-")
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` in one rename, after an fsync; the data is never
+    readable with a wider ``mode`` (0600 for secrets)."""
+    f, tmp = create_temp(path.parent, f".{path.name}.tmp-")
     try:
         with f:
+            os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

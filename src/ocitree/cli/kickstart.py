@@ -4,14 +4,13 @@ MicroShift's LVM layout, validated with pykickstart (docs/installer.md)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from ocitree.build import blueprint
 from ocitree.errors import UserError
-from ocitree.fsutil import create_temp
+from ocitree.fsutil import atomic_write
 from ocitree.installer.kickstart import (
     DEFAULT_VERSION,
     TRANSPORTS,
@@ -122,20 +121,9 @@ def _source(args: argparse.Namespace) -> CommitSource | ContainerSource:
 
 
 def _write(path: Path, text: str, mode: int) -> None:
-    """Replace ``path`` in one rename, the data never readable with a wider mode."""
     if not path.parent.is_dir():
         raise UserError(f"cannot write {path}: {path.parent} is not a directory")
-    f, tmp = create_temp(path.parent, f".{path.name}.tmp-")
-    try:
-        with f:
-            os.fchmod(f.fileno(), mode)
-            f.write(text.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, text.encode("utf-8"), mode=mode)
 
 
 def run(args: argparse.Namespace) -> int:
