@@ -18,7 +18,7 @@ def create_temp(directory: Path, prefix: str) -> tuple[BinaryIO, Path]:
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` in one rename, after an fsync; the data is never
     readable with a wider ``mode`` (0600 for secrets)."""
-    f, tmp = create_temp(path.parent, f".{path.name}.tmp-")
+    f, tmp = create_temp(path.parent, f".tmp-{path.name}-")
     try:
         with f:
             os.fchmod(f.fileno(), mode)
