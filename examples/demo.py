@@ -37,6 +37,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -138,7 +139,11 @@ def start_registry(out: Path) -> tuple[str, subprocess.Popen[bytes]]:
 
 def stop(proc: subprocess.Popen[bytes], name: str) -> None:
     proc.terminate()
-    proc.wait(10)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
     print(f"({name} pid {proc.pid} stopped)")
 
 
@@ -400,16 +405,10 @@ def microshift_build(out: Path, host: str, dev: Path) -> None:
         print(f"({cdn.url}: the entitled repository)")
         show("find", ctx, "-type", "f")
         print_file(CONTAINERFILE)
-        print(
-            "-- Sample Linux has no SELinux policy store: there the stand-in for\n"
-            "-- microshift-selinux's semodule fails, and rpm warns and goes on"
-        )
         ocitree(
             "build", "-f", relative(CONTAINERFILE), "-t", derived, "--tls-verify=false",
             "--build-arg", f"BASE={base.removeprefix('docker://')}",
-            # Absolute: with a relative one, the build's bubblewrap mounts for the
-            # host's rpm miss the build root.
-            "--cache-dir", (out / "build-cache").resolve(), ctx,
+            "--cache-dir", out / "build-cache", ctx,
         )  # fmt: skip
         rpms = [p.rsplit("/", 1)[-1] for p in cdn.requests if p.endswith(".rpm")]
         print(f"-- the build fetched with the entitlement: {', '.join(sorted(rpms))}")
@@ -477,6 +476,9 @@ def main() -> int:
     parser.add_argument("--no-registry", action="store_true", help="stop at the oci: image")
     parser.add_argument("--out", type=Path, default=TOP / "demo-output")
     args = parser.parse_args()
+    # Killed (a timeout, `kill`): unwind, so that the finally blocks stop the servers
+    # by their PIDs and unmount the device.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = relative(args.out.resolve())
     os.chdir(TOP)  # the commands print as one would type them at the top of the repo
     if is_mount(out / "device"):  # left over from an interrupted run

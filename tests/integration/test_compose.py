@@ -196,6 +196,23 @@ def test_same_inputs_give_the_same_commit_and_tarball(
     assert compose(replace(opts, tarball=None)).commit == first.commit
 
 
+def test_the_epoch_is_the_inputs_not_the_day(
+    composed: tuple[ComposeOptions, ComposeResult],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Everything dated in the tree (rpm's install times, the user's password date) takes
+    the epoch compose chose, not the clock: giving that epoch explicitly changes
+    nothing."""
+    opts, first = composed
+    shadow = _cat(opts.repo, first.commit, "/usr/etc/shadow")
+    core = next(line for line in shadow.splitlines() if line.startswith("core:"))
+    assert core.split(":")[2] == str(first.timestamp // 86400)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(first.timestamp))
+    again = compose(replace(opts, repo=tmp_path / "repo", tarball=None))
+    assert again.commit == first.commit
+
+
 def test_tarball_is_osbuilds_edge_commit(
     composed: tuple[ComposeOptions, ComposeResult], tmp_path: Path
 ) -> None:
@@ -260,7 +277,7 @@ def _check_deployment(sysroot: Path, result: ComposeResult) -> None:
     if tmpfiles is None:
         return  # the deployment itself is checked; seeding /var needs systemd-tmpfiles
     # What the first boot does: /var is made from the tmpfiles.d entries alone.
-    run([tmpfiles, f"--root={deployed}", "--create"], check=False)
+    run([tmpfiles, f"--root={deployed}", "--create"])
     state = deployed / "var/lib/sample/state"
     assert state.is_file() and state.read_bytes() != b""
     keys = deployed / "var/home/core/.ssh/authorized_keys"
@@ -319,6 +336,28 @@ def test_bad_distro_or_group(sample_distro: Path, tmp_path: Path, text: str, mes
     with pytest.raises(UserError, match=message):
         compose(opts)
     assert not opts.repo.exists()
+
+
+def test_unknown_distro_in_the_blueprint_has_its_line(sample_distro: Path, tmp_path: Path) -> None:
+    opts = _options(tmp_path, sample_distro, 'name = "x"\n\ndistro = "plan9-4"\n')
+    with pytest.raises(UserError, match=r"blueprint.toml:3: distro: unknown distro 'plan9-4'"):
+        compose(opts)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"rpm_repos": ("/nonexistent/rpms",)}, "--rpm-repo /nonexistent/rpms: no such directory"),
+        ({"tarball": Path("/nonexistent/dir/edge.tar")}, "--tarball /nonexistent/dir/edge.tar"),
+    ],
+)
+def test_bad_options_change_nothing_on_disk(
+    sample_distro: Path, tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    opts = replace(_options(tmp_path, sample_distro), **change)  # type: ignore[arg-type]
+    with pytest.raises(UserError, match=message):
+        compose(opts)
+    assert not opts.repo.exists() and not opts.cache_dir.exists()
 
 
 def test_a_distro_without_repositories_asks_for_them(tmp_path: Path) -> None:
@@ -507,3 +546,17 @@ def test_distro_excludes_are_never_installed(sample_distro: Path, tmp_path: Path
             root, ["sample-base"], repos=repos, cache=tmp_path / "c", installed=[],
             exclude=["sample-shell"],
         )  # fmt: skip
+
+
+def test_from_rootfs_refuses_packages_and_what_is_no_tree(tmp_path: Path) -> None:
+    root = _rootfs(tmp_path)
+    opts = _rootfs_options(tmp_path, root)
+    opts.blueprint.write_text('name = "o"\n[[packages]]\nname = "vim"\n')
+    with pytest.raises(UserError, match="--from-rootfs takes the tree as it is"):
+        compose(opts)
+    not_tar = tmp_path / "rootfs.txt"
+    not_tar.write_text("hello\n")
+    opts = _rootfs_options(tmp_path, not_tar)
+    with pytest.raises(UserError, match="neither a directory nor a tar archive"):
+        compose(opts)
+    assert not opts.repo.exists() and not opts.cache_dir.exists()

@@ -255,6 +255,8 @@ def _bad(tmp: Path, made: Made) -> dict[str, tuple[list[str], str]]:
     binary.write_bytes(b"\x7fELF\0\0\x01")
     taken = tmp / "taken.iso"
     taken.write_bytes(b"keep me")
+    reserved = tmp / "images"  # a kickstart of that name would replace /images
+    reserved.write_text("text\n")
     return {
         "missing iso": (["--ks", str(made.ks), str(tmp / "nope.iso")], "does not exist"),
         "not an iso": (["--ks", str(made.ks), str(notiso)], "not an ISO 9660 image"),
@@ -270,6 +272,7 @@ def _bad(tmp: Path, made: Made) -> dict[str, tuple[list[str], str]]:
             "--cmdline may not set inst.ks",
         ),
         "bad volid": (["--ks", str(made.ks), "--volid", "x" * 33, str(made.src)], "1 to 32"),
+        "reserved ks name": (["--ks", str(reserved), str(made.src)], "would replace /images"),
     }
 
 
@@ -284,6 +287,7 @@ def _bad(tmp: Path, made: Made) -> dict[str, tuple[list[str], str]]:
         "missing add",
         "ks in cmdline",
         "bad volid",
+        "reserved ks name",
     ],
 )
 def test_bad_input(

@@ -510,3 +510,26 @@ def test_cli_replaces_output_atomically(tmp_path: Path, capsys: pytest.CaptureFi
     assert code == 1 and ks.read_text() == "old"  # a failure leaves the old file alone
     code, _, _ = ocitree(capsys, "--container", "q.io/a:1", "-o", ks)
     assert code == 0 and ks.read_text().startswith("# Written by ocitree kickstart")
+
+
+def test_cli_user_password_hash_makes_the_file_private(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bp = tmp_path / "users.toml"
+    bp.write_text(f'name = "x"\n[[customizations.user]]\nname = "alice"\npassword = "{HASH}"\n')
+    ks = tmp_path / "out.ks"
+    argv = ["--ostree-url", "http://h/repo", "--ref", "a", "--blueprint", bp, "-o", ks]
+    code, _, err = ocitree(capsys, *argv)
+    assert code == 0, err
+    assert HASH in ks.read_text()
+    assert stat.S_IMODE(ks.stat().st_mode) == 0o600
+
+
+def test_cli_output_to_a_directory_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for target in (tmp_path, tmp_path / "missing" / "out.ks"):
+        code, out, err = ocitree(capsys, "--container", "q.io/a:1", "-o", target)
+        assert code == 1 and out == ""
+        assert err.startswith("ocitree: error: cannot write") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

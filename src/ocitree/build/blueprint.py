@@ -373,7 +373,7 @@ _UNIT = re.compile(r"[A-Za-z0-9:_.\\@-]+")
 _ZONE = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
 _LOCALE = re.compile(r"[A-Za-z0-9_.@-]+")
 _GLOB = re.compile(r"[*?\[]")
-_DISTRO = re.compile(r"[a-z][a-z0-9_]*-[0-9][0-9.]*")
+_DISTRO = re.compile(r"[a-z][a-z0-9_-]*-[0-9][0-9.]*")
 _SEMVER = re.compile(r"\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]*)?")
 _KARG = re.compile(r'(?:[^\s"]|"[^"]*")+')
 
@@ -890,12 +890,16 @@ def _users(c: _Checker, table: dict[str, Any]) -> tuple[User, ...]:
 Installer = Callable[[Sequence[str]], object]
 
 
-def apply(bp: Blueprint, root: Path, *, install: Installer) -> None:
+def apply(
+    bp: Blueprint, root: Path, *, install: Installer, source_date_epoch: int | None = None
+) -> None:
     """Make the build ``root`` (real ``/etc``) what ``bp`` asks for (module docstring).
 
     ``install(specs)`` installs packages in one transaction (the build's installer).
+    ``source_date_epoch`` dates new users' passwords (default: ``SOURCE_DATE_EPOCH``,
+    else now).
     """
-    app = _Applier(bp, root)
+    app = _Applier(bp, root, source_date_epoch)
     cz = bp.customizations
     specs = [p.spec for p in (*bp.packages, *bp.modules)]
     if specs:
@@ -950,9 +954,10 @@ class _Entry:
 
 
 class _Applier:
-    def __init__(self, bp: Blueprint, root: Path) -> None:
+    def __init__(self, bp: Blueprint, root: Path, epoch: int | None = None) -> None:
         self.bp = bp
         self.root = root
+        self.epoch = epoch
 
     # ---- helpers
 
@@ -1107,7 +1112,10 @@ class _Applier:
         )
         fields = [u.name, "x", str(uid), str(gid), u.description or "", home, shell]
         self.append("/etc/passwd", ":".join(fields))
-        days = int(os.environ.get("SOURCE_DATE_EPOCH", datetime.now(UTC).timestamp())) // 86400
+        epoch = self.epoch
+        if epoch is None:
+            epoch = int(os.environ.get("SOURCE_DATE_EPOCH", datetime.now(UTC).timestamp()))
+        days = epoch // 86400
         expire = "" if u.expiredate is None else str(u.expiredate)
         shadow = [u.name, u.password or "!", str(days), "0", "99999", "7", "", expire, ""]
         self.append("/etc/shadow", ":".join(shadow), mode=0)

@@ -146,7 +146,8 @@ def unpack_tar(
     try:
         tf = tarfile.open(archive)  # noqa: SIM115 (closed by the with below)
     except (tarfile.TarError, OSError) as e:
-        raise UserError(f"{what}: not a readable tar archive ({e})") from e
+        why = getattr(e, "strerror", None) or "not a tar archive (plain, gz, bz2, xz)"
+        raise UserError(f"{what}: {why}") from e
     with tf:
         for m in tf.getmembers():
             name = PurePosixPath(m.name)
@@ -159,6 +160,11 @@ def unpack_tar(
             target = resolve_in_root(root, f"{dest.rstrip('/')}/{m.name}")
             if m.islnk():
                 link_target = resolve_in_root(root, f"{dest.rstrip('/')}/{m.linkname}")
+                if not link_target.is_file() or link_target.is_symlink():
+                    raise UserError(
+                        f"{what}: hard link {m.name!r} points at {m.linkname!r}, "
+                        "which is no file before it in the archive"
+                    )
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.link(link_target, target)
                 continue

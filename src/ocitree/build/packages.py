@@ -674,6 +674,7 @@ def install(
     run_in_root: Callable[[Sequence[str]], int] | None = None,
     run_host: HostRunner | None = None,
     exclude: Sequence[str] = (),
+    chosen: Sequence[Chosen] | None = None,
 ) -> InstallResult:
     """Install ``packages`` (names, provides, ``name-version``…) and what they need.
 
@@ -681,7 +682,8 @@ def install(
     exit code; with it, and where the image has an rpm, that rpm runs the transaction.
     Otherwise the host's ``rpm --root`` does, through ``run_host(argv)`` when given (the
     build engine runs it with the shims mounted into the root, so scriptlets get the
-    offline systemctl). Packages already installed are left alone.
+    offline systemctl). Packages already installed are left alone. ``chosen``: what
+    :func:`resolve` chose for the request already (it is not resolved again).
     """
     if not packages:
         raise UserError("no packages named to install")
@@ -689,7 +691,8 @@ def install(
     cache = cache.resolve()
     cache.mkdir(parents=True, exist_ok=True)
     db = find_rpmdb(root)
-    chosen = resolve(root, packages, repos=repos, cache=cache, exclude=exclude)
+    if chosen is None:
+        chosen = resolve(root, packages, repos=repos, cache=cache, exclude=exclude)
     if not chosen:
         logger.info("%s: already installed, nothing to do", " ".join(packages))
         return InstallResult(())

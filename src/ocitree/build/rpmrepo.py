@@ -259,15 +259,16 @@ def _repo_from_section(
     )
 
 
-def repo_from_argument(value: str, index: int = 1) -> RepoConfig:
-    """A ``--repo URL|DIR`` of the command line (a directory is a host path)."""
+def repo_from_argument(value: str, index: int = 1, *, option: str = "--repo") -> RepoConfig:
+    """A ``--repo URL|DIR`` of the command line (a directory is a host path); ``option``
+    is how messages name it."""
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
         url = value
     else:
         path = Path(value).resolve()
         if not path.is_dir():
             raise UserError(
-                f"--repo {value}: no such directory",
+                f"{option} {value}: no such directory",
                 hint="give an rpm-md repository (a directory with repodata/) or its URL",
             )
         url = path.as_uri()

@@ -13,7 +13,7 @@ from ocitree.compose.compose import DEFAULT_CACHE, ComposeOptions, compose
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    names = ", ".join(d.name for d in distro.known())
+    names = ", ".join(distro.names())
     p = sub.add_parser(
         "compose",
         parents=[common],
@@ -28,7 +28,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--repo", type=Path, required=True, help="ostree repository (made, archive mode, if new)"
     )
-    p.add_argument("--ref", help="the branch (default: <distro>/<major>/<arch>/edge)")
+    p.add_argument("--ref", help="the branch (default: <os id>/<major>/<arch>/edge, Fedora: …/iot)")
     p.add_argument("--distro", help="the distro, in place of the blueprint's distro =")
     p.add_argument(
         "--rpm-repo",

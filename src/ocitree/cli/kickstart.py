@@ -123,7 +123,12 @@ def _source(args: argparse.Namespace) -> CommitSource | ContainerSource:
 def _write(path: Path, text: str, mode: int) -> None:
     if not path.parent.is_dir():
         raise UserError(f"cannot write {path}: {path.parent} is not a directory")
-    atomic_write(path, text.encode("utf-8"), mode=mode)
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a directory")
+    try:
+        atomic_write(path, text.encode("utf-8"), mode=mode)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from e
 
 
 def run(args: argparse.Namespace) -> int:

@@ -49,14 +49,17 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     server = make_server(args.repo, bind=args.bind, port=args.port)
-    print(server.url, flush=True)
-    if not (server.root / "summary").is_file():
-        logger.info(
-            "note: %s has no summary file: clients pull refs by name, but 'ostree remote "
-            "refs' needs one ('ostree --repo=%s summary -u')",
-            server.root,
-            server.root,
-        )
-    logger.info("serving %s at %s (SIGTERM or Ctrl-C stops)", server.root, server.url)
-    serve_until_stopped(server)
+
+    def ready() -> None:
+        print(server.url, flush=True)
+        if not (server.root / "summary").is_file():
+            logger.info(
+                "note: %s has no summary file: clients pull refs by name, but 'ostree remote "
+                "refs' needs one ('ostree --repo=%s summary -u')",
+                server.root,
+                server.root,
+            )
+        logger.info("serving %s at %s (SIGTERM or Ctrl-C stops)", server.root, server.url)
+
+    serve_until_stopped(server, ready=ready)
     return 0

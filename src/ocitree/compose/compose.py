@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from pathlib import Path
 from ocitree.build import blueprint as bp_mod
 from ocitree.build import packages
 from ocitree.build.files import unpack_tar
-from ocitree.build.rpmrepo import basearch_of, host_arch, os_release
+from ocitree.build.rpmrepo import RepoConfig, basearch_of, host_arch, os_release
 from ocitree.build.sandbox import run_host_with_mounts
 from ocitree.compose import comps, distro, layout, tarball
 from ocitree.errors import UserError
@@ -80,15 +81,22 @@ def compose(opts: ComposeOptions) -> ComposeResult:
     bp = bp_mod.load(opts.blueprint, compose=True)
     text = opts.blueprint.read_text(encoding="utf-8")
     arch = basearch_of(host_arch())
-    name = opts.distro or bp.distro
-    found = distro.find(name) if name else None
-    if found is None and opts.from_rootfs is None:
-        raise UserError(
-            f"{opts.blueprint}: the blueprint names no distro",
-            hint='add distro = "rhel-8.7" (or another known one) to it, or give --distro',
+    found = _distro(opts, bp)
+    # Everything the user gave is checked before anything is written.
+    repos: list[RepoConfig] = []
+    if opts.from_rootfs is None:
+        if found is None:
+            raise UserError(
+                f"{opts.blueprint}: the blueprint names no distro",
+                hint='add distro = "rhel-8.7" (or another known one) to it, or give --distro',
+            )
+        repos = distro.repositories(
+            found, arch, rpm_repos=opts.rpm_repos, repo_files=opts.repo_files
         )
-    if opts.from_rootfs is not None and not os.path.lexists(opts.from_rootfs):
-        raise UserError(f"--from-rootfs {opts.from_rootfs}: no such file or directory")
+    else:
+        _check_rootfs(opts.from_rootfs, bp)
+    if opts.tarball is not None and (opts.tarball.is_dir() or not opts.tarball.parent.is_dir()):
+        raise UserError(f"--tarball {opts.tarball}: not a file in an existing directory")
     _check_repo(opts.repo)
     cache = opts.cache_dir.resolve()
     (cache / "tmp").mkdir(parents=True, exist_ok=True)
@@ -101,7 +109,7 @@ def compose(opts: ComposeOptions) -> ComposeResult:
             inputs: dict[str, object] = {"rootfs": digest}
         else:
             assert found is not None
-            epoch, chosen, nevras = _install(root, bp, found, opts, arch, cache)
+            epoch, chosen, nevras = _install(root, bp, found, repos, arch, cache)
             inputs = {"packages": chosen}
         inputs.update(
             blueprint=text,
@@ -110,7 +118,12 @@ def compose(opts: ComposeOptions) -> ComposeResult:
         )
         input_hash = _hash(inputs)
         with step("Applying the blueprint's customizations"):
-            bp_mod.apply(dataclasses.replace(bp, packages=(), modules=()), root, install=_none)
+            bp_mod.apply(
+                dataclasses.replace(bp, packages=(), modules=()),
+                root,
+                install=_none,
+                source_date_epoch=epoch,
+            )
         kernel = layout.make_ostree_ready(root, source_date_epoch=epoch)
         ref = opts.ref or _default_ref(found, root, arch)
         commit = _commit(opts.repo, root, ref, bp, kernel.version, input_hash, epoch)
@@ -122,6 +135,34 @@ def compose(opts: ComposeOptions) -> ComposeResult:
                 version=bp.version,
             )  # fmt: skip
     return ComposeResult(ref, commit, bp.version, kernel.version, nevras, input_hash, epoch, out)
+
+
+def _distro(opts: ComposeOptions, bp: bp_mod.Blueprint) -> distro.Distro | None:
+    if opts.distro:
+        return distro.find(opts.distro)
+    if not bp.distro:
+        return None
+    try:
+        return distro.find(bp.distro)
+    except UserError as e:
+        raise UserError(
+            f"{bp.filename}:{bp.distro_at.line}: distro: {e.message}", hint=e.hint
+        ) from e
+
+
+def _check_rootfs(source: Path, bp: bp_mod.Blueprint) -> None:
+    if bp.packages or bp.modules or bp.groups:
+        raise UserError(
+            f"{bp.filename}: --from-rootfs takes the tree as it is, but the blueprint names "
+            "packages or groups",
+            hint="install them with the tool that made the tree, or compose without --from-rootfs",
+        )
+    if not os.path.lexists(source):
+        raise UserError(f"--from-rootfs {source}: no such file or directory")
+    if not source.is_dir() and not tarfile.is_tarfile(source):
+        raise UserError(
+            f"--from-rootfs {source}: neither a directory nor a tar archive (plain, gz, bz2, xz)"
+        )
 
 
 def _none(specs: Sequence[str]) -> None:
@@ -150,12 +191,11 @@ def _install(
     root: Path,
     bp: bp_mod.Blueprint,
     found: distro.Distro,
-    opts: ComposeOptions,
+    repos: Sequence[RepoConfig],
     arch: str,
     cache: Path,
 ) -> tuple[int, list[list[object]], tuple[str, ...]]:
     """Install the packages; the epoch, the chosen packages and checksums, the NEVRAs."""
-    repos = distro.repositories(found, arch, rpm_repos=opts.rpm_repos, repo_files=opts.repo_files)
     with step(f"Resolving the packages of {bp.name} ({found.name}, {arch})"):
         specs = _specs(bp, found, comps.expand(bp.groups, repos, cache), arch)
         chosen = packages.resolve(
@@ -169,7 +209,7 @@ def _install(
 
     with step(f"Installing {len(chosen)} packages into an empty root"), _install_guards(root):
         result = packages.install(
-            root, specs, repos=repos, cache=cache, run_host=run_host, exclude=found.exclude
+            root, specs, repos=repos, cache=cache, run_host=run_host, chosen=chosen
         )
     return epoch, [[c.nevra, c.checksum] for c in chosen], result.installed
 
@@ -303,5 +343,7 @@ def _commit(
         if created:
             shutil.rmtree(repo_path, ignore_errors=True)
         raise
+    if (repo_path / "summary").is_file():  # else clients would see the old commit
+        run(["ostree", f"--repo={repo_path}", "summary", "-u"])
     logger.info("%s: %s", ref, commit)
     return commit

@@ -187,6 +187,12 @@ def _parse(filename: str, text: str) -> Distro:
     return found
 
 
+def names() -> list[str]:
+    """The names of the distros of the package data (their files' names; not parsed)."""
+    base = resources.files("ocitree.compose") / "distros"
+    return sorted(f.name.removesuffix(".toml") for f in base.iterdir() if f.name.endswith(".toml"))
+
+
 def known() -> list[Distro]:
     """Every distro of the package data, by name."""
     return [_parse(name, text) for name, text in _files()]
@@ -222,7 +228,7 @@ def repositories(
             )
         return repos
     variables = repo_variables(releasever=distro.version_id, basearch=basearch)
-    repos = [repo_from_argument(v, i) for i, v in enumerate(rpm_repos, 1)]
+    repos = [repo_from_argument(v, i, option="--rpm-repo") for i, v in enumerate(rpm_repos, 1)]
     for path in repo_files:
         try:
             text = path.read_text(encoding="utf-8")

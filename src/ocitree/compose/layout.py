@@ -3,11 +3,12 @@
 In this order, on a root with a real ``/etc`` and ``/var``:
 
 1. The kernel: ``usr/lib/modules/<kver>/vmlinuz`` (or ``boot/vmlinuz-<kver>``, moved
-   there) and its ``initramfs.img``. Where the tree has dracut, the initramfs is always
-   made anew with it, with ostree's module (``--add ostree --no-hostonly
+   there) and its ``initramfs.img`` (or ``boot/initramfs-<kver>.img``, Debian's
+   ``boot/initrd.img-<kver>``, moved there). Where the tree has dracut, the initramfs
+   is always made anew with it, with ostree's module (``--add ostree --no-hostonly
    --reproducible``, as rpm-ostree does; an initramfs the kernel package's scriptlets
-   made is dropped: it lacks ostree's module). Without dracut, the kernel package's own
-   ``initramfs.img`` (or ``boot/initramfs-<kver>.img``) is used; with neither, an error.
+   made is dropped: it lacks ostree's module). Without dracut, the shipped initramfs is
+   used as it is (it must be able to boot an ostree deployment); with neither, an error.
    Other ``boot/<name>-<kver>`` files (config, System.map) join the kernel; the rest of
    ``/boot`` (the bootloader: ``efi/``, ``grub2/``) goes to ``usr/lib/ostree-boot``,
    where anaconda and bootupd look for it. Rescue kernels are dropped.
@@ -88,6 +89,7 @@ MACHINE_STATE = (
     "var/lib/systemd/catalog/database",
     "var/lib/plymouth/boot-duration",
 )
+DEBIAN_BOOT_LINKS = ("vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old")
 ETC_BACKUPS = ("passwd-", "group-", "shadow-", "gshadow-", "subuid-", "subgid-", ".pwd.lock")
 _SAFE = re.compile(r"[A-Za-z0-9/._+:@,=-]+")
 
@@ -95,7 +97,6 @@ _SAFE = re.compile(r"[A-Za-z0-9/._+:@,=-]+")
 @dataclass(frozen=True)
 class Kernel:
     version: str
-    initramfs_made: bool  # True: dracut made it here
 
 
 def make_ostree_ready(root: Path, *, source_date_epoch: int) -> Kernel:
@@ -203,12 +204,16 @@ def _kernel(root: Path, epoch: int) -> Kernel:
         )
     kver = kvers.pop()
     dest = _mkdirs(root, f"usr/lib/modules/{kver}")
+    for name in DEBIAN_BOOT_LINKS:  # links into /boot, which a deployment's /boot is not
+        p = root / name
+        if p.is_symlink():
+            p.unlink()
     if boot is not None:
         for p in sorted(boot.iterdir()):
             name = p.name
             if name == f"vmlinuz-{kver}":
                 _move(p, dest / "vmlinuz")
-            elif name == f"initramfs-{kver}.img":
+            elif name in (f"initramfs-{kver}.img", f"initrd.img-{kver}"):  # Fedora, Debian
                 _move(p, dest / "initramfs.img")
             elif name.endswith(f"-{kver}") and p.is_file() and not p.is_symlink():
                 _move(p, dest / name.removesuffix(f"-{kver}"))
@@ -224,13 +229,13 @@ def _kernel(root: Path, epoch: int) -> Kernel:
     if dracut is not None:
         (dest / "initramfs.img").unlink(missing_ok=True)
         _dracut(root, "/" + dracut, kver, epoch)
-        return Kernel(kver, True)
+        return Kernel(kver)
     if not (dest / "initramfs.img").is_file():
         raise UserError(
             f"kernel {kver} ships no initramfs and the tree has no dracut to make one",
             hint='add dracut to the blueprint: [[packages]] name = "dracut"',
         )
-    return Kernel(kver, False)
+    return Kernel(kver)
 
 
 def _is_machine_dir(root: Path, p: Path) -> bool:

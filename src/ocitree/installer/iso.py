@@ -69,6 +69,11 @@ def _read_kickstart(path: Path) -> str:
             f"kickstart name {path.name!r} cannot go on a kernel command line",
             hint="rename it without spaces, quotes or colons, e.g. ks.cfg",
         )
+    if path.name in RESERVED:
+        raise UserError(
+            f"kickstart name {path.name!r} would replace /{path.name} of the installer",
+            hint="rename it, e.g. ks.cfg",
+        )
     return path.name
 
 

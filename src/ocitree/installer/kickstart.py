@@ -128,7 +128,9 @@ class KickstartOptions:
     @property
     def has_secrets(self) -> bool:
         """Whether the kickstart holds credentials or a password hash (write it 0600)."""
-        return bool(self.auth_json or self.pull_secret or self.effective_root_password)
+        users = self.blueprint.customizations.users if self.blueprint else ()
+        passwords = any(u.password for u in users)
+        return bool(self.auth_json or self.pull_secret or self.effective_root_password or passwords)
 
     @property
     def effective_root_password(self) -> str | None:

@@ -167,7 +167,7 @@ class Repo:
         if not (self.path / "config").is_file() or not (self.path / "objects").is_dir():
             raise UserError(
                 f"{self.path} is not an ostree repository",
-                hint="pass --repo the directory made by 'ostree init' (it has config and objects/)",
+                hint="give the directory made by 'ostree init' (it has config and objects/)",
             )
         self.gi = OSTree.Repo.new(Gio.File.new_for_path(str(self.path)))
         try:

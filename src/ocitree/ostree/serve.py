@@ -17,8 +17,10 @@ import os
 import signal
 import socket
 import stat
+import sys
 import threading
 import urllib.parse
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -160,6 +162,10 @@ class RepoHTTPServer(ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in bind else socket.AF_INET
         super().__init__((bind, port), RepoRequestHandler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client that went away mid-response: one line, not socketserver's traceback
+        logger.info("%s: connection failed: %s", client_address[0], sys.exc_info()[1])
+
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
@@ -198,9 +204,11 @@ def make_server(path: Path, *, bind: str = "127.0.0.1", port: int = 8000) -> Rep
         raise UserError(f"cannot listen on {bind} port {port}: {e.strerror or e}", hint=hint) from e
 
 
-def serve_until_stopped(server: RepoHTTPServer) -> None:
+def serve_until_stopped(server: RepoHTTPServer, *, ready: Callable[[], None] | None = None) -> None:
     """Serve until SIGTERM or SIGINT (Ctrl-C), then stop cleanly and return.
 
+    ``ready()`` is called once the handlers are in place and the server runs (the CLI
+    prints the URL then: a caller that stops the server on seeing it gets a clean stop).
     The signal handlers are installed only when called from the main thread; from
     another thread, call ``server.shutdown()`` to stop.
     """
@@ -222,6 +230,8 @@ def serve_until_stopped(server: RepoHTTPServer) -> None:
             previous[sig] = signal.signal(sig, on_signal)
     try:
         threading.Thread(target=loop, name="ocitree-serve", daemon=True).start()
+        if ready is not None:
+            ready()
         stop.wait()
     finally:
         server.shutdown()  # returns once serve_forever has
@@ -229,10 +239,3 @@ def serve_until_stopped(server: RepoHTTPServer) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     logger.info("stopped")
-
-
-def serve(path: Path, *, bind: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the archive-mode repository at ``path`` until SIGTERM or Ctrl-C."""
-    server = make_server(path, bind=bind, port=port)
-    logger.info("serving %s at %s", server.root, server.url)
-    serve_until_stopped(server)
