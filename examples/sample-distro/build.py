@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import shutil
 import struct
@@ -33,6 +32,7 @@ TOP = HERE.parent.parent
 if str(TOP / "src") not in sys.path:
     sys.path.insert(0, str(TOP / "src"))
 
+from ocitree.build.rpmrepo import host_arch  # noqa: E402
 from ocitree.errors import CommandError, UserError  # noqa: E402
 from ocitree.run import run  # noqa: E402
 
@@ -73,12 +73,6 @@ _BUILD_MACROS = {
     "use_source_date_epoch_as_buildtime": "1",
     "clamp_mtime_to_source_date_epoch": "1",
 }
-
-
-def host_arch() -> str:
-    """The machine's architecture as rpm names it."""
-    machine = platform.machine()
-    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 
 def kver(arch: str | None = None) -> str:
