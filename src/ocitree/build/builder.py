@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ocitree.build import blueprint
+from ocitree.build import blueprint, treecommit
 from ocitree.build import containerfile as cf
 from ocitree.build.files import context_sources, copy_into, resolve_in_root
 from ocitree.build.lint import lint
@@ -164,6 +164,8 @@ def build(opts: BuildOptions) -> EncapsulateResult:
         root = work / "root"
         with step("Checking out the base commit"):
             run(["ostree", f"--repo={repo_path}", "checkout", "--force-copy", pulled.commit, root])
+            # Before the /usr/etc rename: paths as the commit has them, for the commit.
+            treecommit.snapshot(root, pulled.commit)
             if (root / "usr/etc").is_dir() and not (root / "etc").exists():
                 (root / "usr/etc").rename(root / "etc")
         state = _State(env=dict(parsed.args) if parsed is not None else {})
@@ -458,31 +460,52 @@ def _finish(root: Path) -> None:
 
 
 def _commit(repo_path: Path, root: Path, base: str, repo: Repo, state: _State) -> str:
+    """Commit the root on top of ``base``: incrementally (:mod:`ocitree.build.treecommit`,
+    only what changed since the checkout is read) where it can, otherwise with ``ostree
+    commit`` of the whole root; both give the same commit."""
     meta = repo.commit(base).metadata
     version = state.labels.get("org.opencontainers.image.version") or meta.get("version")
     timestamp = int(os.environ.get("SOURCE_DATE_EPOCH", datetime.now(UTC).timestamp()))
-    argv: list[str | Path] = [
-        "ostree",
-        f"--repo={repo_path}",
-        "commit",
-        f"--tree=dir={root}",
-        f"--parent={base}",
-        "--orphan",
-        "--no-bindings",
-        f"--subject=ocitree build on {base[:12]}",
-        f"--timestamp=@{timestamp}",
-    ]
+    subject = f"ocitree build on {base[:12]}"
+    strings: list[tuple[str, str]] = []  # --add-metadata-string
+    variants: list[tuple[str, str]] = []  # --add-metadata (GVariant text)
     if version:
-        argv.append(f"--add-metadata-string=version={version}")
-    if meta.get("ostree.bootable") is True:
-        argv.append("--add-metadata=ostree.bootable=true")
+        strings.append(("version", version))
     if isinstance(meta.get("ostree.linux"), str):
-        argv.append(f"--add-metadata-string=ostree.linux={meta['ostree.linux']}")
+        strings.append(("ostree.linux", meta["ostree.linux"]))
+    if meta.get("ostree.bootable") is True:
+        variants.append(("ostree.bootable", "true"))
     if "rpmostree.rpmdb.pkglist" in meta:
         # rpm-ostree keeps the package list in the commit; keep it true to the new rpmdb.
-        argv.append(f"--add-metadata=rpmostree.rpmdb.pkglist={pkglist_variant(root)}")
-    if (root / "usr/etc/selinux/config").exists():
-        argv.append(f"--selinux-policy={root}")
+        variants.append(("rpmostree.rpmdb.pkglist", pkglist_variant(root)))
+    # With a policy ostree labels every file anew: only the full commit does that.
+    selinux = (root / "usr/etc/selinux/config").exists()
     with step("Committing the result"):
+        if not selinux:
+            checksum = treecommit.commit(
+                repo,
+                root,
+                parent=base,
+                subject=subject,
+                timestamp=timestamp,
+                metadata=treecommit.metadata_variant(strings, variants),
+            )
+            if checksum is not None:
+                return checksum
+        argv: list[str | Path] = [
+            "ostree",
+            f"--repo={repo_path}",
+            "commit",
+            f"--tree=dir={root}",
+            f"--parent={base}",
+            "--orphan",
+            "--no-bindings",
+            f"--subject={subject}",
+            f"--timestamp=@{timestamp}",
+        ]
+        argv += [f"--add-metadata-string={k}={v}" for k, v in strings]
+        argv += [f"--add-metadata={k}={v}" for k, v in variants]
+        if selinux:
+            argv.append(f"--selinux-policy={root}")
         out = run(argv).stdout.decode().strip()
     return out.splitlines()[-1]
