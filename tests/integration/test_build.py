@@ -15,6 +15,7 @@ from ocitree.ostree.repo import Repo, RepoMode
 from ocitree.run import run
 from support.gentree import commit_tree
 from support.images import manifest, ocitree, pull_layout
+from support.registry import Registry
 
 pytestmark = pytest.mark.integration
 
@@ -184,3 +185,46 @@ def test_build_errors_are_clear(
     )
     assert r.code == 1 and "Containerfile:2: RUN failed with exit code 3" in r.err
     assert not (tmp_path / "o").exists()
+
+
+def _blob_gets(registry: Registry, since: int) -> dict[str, int]:
+    gets: dict[str, int] = {}
+    for e in registry.access_log(since):
+        if e.method == "GET" and "/blobs/sha256:" in e.path and 200 <= e.status < 300:
+            digest = e.path.rsplit("/", 1)[-1]
+            gets[digest] = gets.get(digest, 0) + 1
+    return gets
+
+
+def test_build_to_a_registry_reuses_the_base_layers_it_has(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], base_image: Path, registry: Registry
+) -> None:
+    """A base the registry lacks (an oci: layout): its kept layers are copied into the
+    push. A base in the registry: they are not downloaded again to be pushed (each base
+    blob is read once, by the pull)."""
+    base_layers = {la["digest"] for la in manifest(base_image, "v1")["layers"]}
+    base_ref = registry.ref("os:v1")
+    for base, dest in ((f"oci:{base_image}:v1", "other:v2"), (base_ref, "os:v2")):
+        if base == base_ref:
+            r = ocitree(capsys, "push", f"oci:{base_image}:v1", base_ref, "--tls-verify=false")
+            assert r.code == 0, r.err
+        ctx = _context(tmp_path / dest.replace(":", "-"), base_image)
+        (ctx / "Containerfile").write_text(
+            CONTAINERFILE.format(base=base.removeprefix("docker://"))
+        )
+        since = registry.log_position()
+        r = ocitree(
+            capsys, "build", "-f", ctx / "Containerfile", "-t", registry.ref(dest),
+            "--tls-verify=false", "--secret", f"id=token,src={ctx.parent / 'token'}",
+            "--cache-dir", tmp_path / "cache", ctx,
+        )  # fmt: skip
+        assert r.code == 0, r.err
+        copied = "the registry lacks base layers" in r.err
+        assert copied == (base != base_ref), r.err
+        gets = _blob_gets(registry, since)
+        assert all(gets.get(d, 0) <= 1 for d in base_layers), gets
+        # the image is whole in the registry: every layer can be copied out
+        out = tmp_path / f"copy-{dest.replace(':', '-')}"
+        run(["skopeo", "copy", "--src-tls-verify=false", registry.ref(dest), f"oci:{out}:x"])
+        layers = {la["digest"] for la in manifest(out, "x")["layers"]}
+        assert layers & base_layers  # base layers kept as they are

@@ -57,6 +57,7 @@ from ocitree.oci.reference import (
     ImageReference,
     OstreeImageReference,
     SignatureMode,
+    Transport,
 )
 from ocitree.oci.skopeo import RegistryOptions
 from ocitree.ostree.repo import Repo, RepoMode
@@ -190,8 +191,27 @@ def build(opts: BuildOptions) -> EncapsulateResult:
     state.labels.update(opts.labels)
     base_source = OstreeImageReference(SignatureMode.UNVERIFIED, base_ref)
 
+    # A kept base layer the destination lacks is copied from the base image as it is.
+    # For a registry that is done only if the push needs it: the registry has the base's
+    # layers already where the base came from it (skopeo then mounts or skips them).
+    deferred: list[tuple[Blob, Path]] = []
+
     def fetch_blob(blob: Blob, target: Path) -> None:
-        # A kept base layer the destination lacks: copied from the base image as it is.
+        if opts.dest.transport is Transport.REGISTRY:
+            deferred.append((blob, target))
+        else:
+            copy_base_blob(blob, target)
+
+    def complete() -> bool:
+        missing = [(b, t) for b, t in deferred if not t.exists()]
+        deferred.clear()
+        if missing:
+            logger.info("the registry lacks base layers: copying them from the base image")
+        for blob, target in missing:
+            copy_base_blob(blob, target)
+        return bool(missing)
+
+    def copy_base_blob(blob: Blob, target: Path) -> None:
         with (
             step(f"Copying the base layer {blob.digest[:19]}"),
             open_source(base_source, opts.registry) as src,
@@ -217,7 +237,7 @@ def build(opts: BuildOptions) -> EncapsulateResult:
         reuse=_reusable_layers(repo, base_image, pulled.base_commit),
         fetch_blob=fetch_blob,
     )
-    with staged(opts.dest, opts.registry) as target:
+    with staged(opts.dest, opts.registry, complete=complete) as target:
         return encapsulate(repo, commit, target.layout, target.tag, enc)
 
 

@@ -8,7 +8,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +28,18 @@ class Staged:
 
 @contextlib.contextmanager
 def staged(
-    dest: ImageReference, opts: skopeo.RegistryOptions, *, tmpdir: Path | None = None
+    dest: ImageReference,
+    opts: skopeo.RegistryOptions,
+    *,
+    tmpdir: Path | None = None,
+    complete: Callable[[], bool] | None = None,
 ) -> Iterator[Staged]:
-    """Yield a layout to write the image into; publish it to ``dest`` on success."""
+    """Yield a layout to write the image into; publish it to ``dest`` on success.
+
+    For a registry, the layout may lack blobs the registry has already (skopeo reuses
+    them without reading the source): if the push fails, ``complete()`` is called to put
+    the missing blobs into the layout (it returns False when there were none) and the
+    push is tried once more."""
     if dest.transport is Transport.OCI:
         created = not dest.path.exists()
         try:
@@ -54,7 +63,13 @@ def staged(
         with tempfile.TemporaryDirectory(prefix="ocitree-push-", dir=tmpdir) as tmp:
             layout = OciLayout.create(Path(tmp) / "layout")
             yield Staged(layout, "image")
-            skopeo.copy(ImageReference(Transport.OCI, str(layout.path), "image"), dest, opts)
+            source = ImageReference(Transport.OCI, str(layout.path), "image")
+            try:
+                skopeo.copy(source, dest, opts)
+            except UserError:
+                if complete is None or not complete():
+                    raise
+                skopeo.copy(source, dest, opts)
         return
     raise UserError(
         f"cannot write images to {dest.transport.value}: transport",
