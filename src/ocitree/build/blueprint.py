@@ -70,8 +70,10 @@ from ocitree.errors import UserError
 from ocitree.log import logger, step
 
 __all__ = [
+    "HOSTNAME",
     "KARGS_FILE",
     "TMPFILES_FILE",
+    "ZONE",
     "Blueprint",
     "BlueprintError",
     "Customizations",
@@ -364,13 +366,13 @@ class _Locator:
 # --------------------------------------------------------------------------- validation
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
-_HOSTNAME = re.compile(
+HOSTNAME = re.compile(
     r"(?=.{1,64}$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
 )
 _MODE = re.compile(r"0?[0-7]{3,4}")
 _HASH = re.compile(r"\$(?:1|2[abxy]|5|6|7|y|gy|sha1|md5)\$[^:\s]+")
 _UNIT = re.compile(r"[A-Za-z0-9:_.\\@-]+")
-_ZONE = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
+ZONE = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
 _LOCALE = re.compile(r"[A-Za-z0-9_.@-]+")
 _GLOB = re.compile(r"[*?\[]")
 _DISTRO = re.compile(r"[a-z][a-z0-9_-]*-[0-9][0-9.]*")
@@ -677,7 +679,7 @@ def _customizations(c: _Checker, table: dict[str, Any]) -> Customizations:
     base: TomlPath = ("customizations",)
     c.keys(table, base, _CUSTOMIZATION_KEYS, _CUSTOMIZATION_UNSUPPORTED)
     hostname = c.string(table, "hostname", base)
-    if hostname is not None and not _HOSTNAME.fullmatch(hostname):
+    if hostname is not None and not HOSTNAME.fullmatch(hostname):
         c.error((*base, "hostname"), f"{hostname!r} is not a valid host name")
         hostname = None
 
@@ -713,7 +715,7 @@ def _customizations(c: _Checker, table: dict[str, Any]) -> Customizations:
         {"ntpservers": "write the NTP client's configuration with [[customizations.files]]"},
     )
     timezone = c.string(tz_table, "timezone", tz_path)
-    if timezone is not None and not _ZONE.fullmatch(timezone):
+    if timezone is not None and not ZONE.fullmatch(timezone):
         c.error(
             (*tz_path, "timezone"), f'{timezone!r} is not a time zone name like "Europe/Berlin"'
         )

@@ -30,7 +30,7 @@ from pykickstart.errors import KickstartDeprecationWarning, KickstartError, Kick
 from pykickstart.parser import KickstartParser
 from pykickstart.version import makeVersion, versionMap
 
-from ocitree.build.blueprint import Blueprint, User
+from ocitree.build.blueprint import HOSTNAME, ZONE, Blueprint, User
 from ocitree.errors import UserError
 from ocitree.log import logger
 
@@ -67,12 +67,8 @@ _IMAGE = re.compile(
 _LOCAL_IMAGE = re.compile(r"/[A-Za-z0-9_.@/+-]*(?::[A-Za-z0-9_.@-][A-Za-z0-9_.:@-]*)?")
 _VG = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_+.-]{0,126}")
 _DISK = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]*")
-_HOSTNAME = re.compile(
-    r"(?=.{1,64}$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-)
 _LANG = re.compile(r"[a-z]{2,3}(?:_[A-Z]{2})?(?:\.[A-Za-z0-9-]+)?(?:@[A-Za-z0-9]+)?")
 _KEYMAP = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_ZONE = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
 _HASH = re.compile(r"\$(?:1|2[abxy]|5|6|7|y|gy)\$[^:\s]+")
 _SIZE = re.compile(r"([0-9]+)\s*(|M|MB|MiB|G|GB|GiB|T|TB|TiB)", re.IGNORECASE)
 # Besides "\n", str.splitlines() (pykickstart's line splitter) breaks lines at these.
@@ -266,9 +262,9 @@ def _check_options(o: KickstartOptions) -> None:
     if o.keyboard is not None:
         _check(o.keyboard, _KEYMAP, "keyboard", "a console keymap, e.g. us, de-nodeadkeys")
     if o.timezone is not None:
-        _check(o.timezone, _ZONE, "time zone", "e.g. UTC, Europe/Berlin")
+        _check(o.timezone, ZONE, "time zone", "e.g. UTC, Europe/Berlin")
     if o.hostname is not None:
-        _check(o.hostname, _HOSTNAME, "host name", "e.g. edge-01.example.com")
+        _check(o.hostname, HOSTNAME, "host name", "e.g. edge-01.example.com")
     if o.root_password is not None:
         _check(o.root_password, _HASH, "root password hash", "a crypt(3) hash: openssl passwd -6")
 
