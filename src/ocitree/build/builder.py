@@ -60,6 +60,7 @@ from ocitree.oci.reference import (
     Transport,
 )
 from ocitree.oci.skopeo import RegistryOptions
+from ocitree.ostree.commitdir import commit_directory
 from ocitree.ostree.repo import Repo, RepoMode
 from ocitree.run import run
 
@@ -512,20 +513,12 @@ def _commit(repo_path: Path, root: Path, base: str, repo: Repo, state: _State) -
             )
             if checksum is not None:
                 return checksum
-        argv: list[str | Path] = [
-            "ostree",
-            f"--repo={repo_path}",
-            "commit",
-            f"--tree=dir={root}",
-            f"--parent={base}",
-            "--orphan",
-            "--no-bindings",
-            f"--subject={subject}",
-            f"--timestamp=@{timestamp}",
-        ]
-        argv += [f"--add-metadata-string={k}={v}" for k, v in strings]
-        argv += [f"--add-metadata={k}={v}" for k, v in variants]
-        if selinux:
-            argv.append(f"--selinux-policy={root}")
-        out = run(argv).stdout.decode().strip()
-    return out.splitlines()[-1]
+        return commit_directory(
+            repo_path,
+            root,
+            subject=subject,
+            timestamp=timestamp,
+            parent=base,
+            strings=strings,
+            variants=variants,
+        )

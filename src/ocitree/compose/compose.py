@@ -43,6 +43,7 @@ from ocitree.build.sandbox import run_host_with_mounts
 from ocitree.compose import comps, distro, layout, tarball
 from ocitree.errors import UserError
 from ocitree.log import logger, step
+from ocitree.ostree.commitdir import commit_directory
 from ocitree.ostree.repo import Repo
 from ocitree.run import run
 
@@ -323,22 +324,22 @@ def _commit(
     if created:
         Repo.create(repo_path)
     subject = f"{bp.name} {bp.version}" if bp.version else bp.name
-    argv: list[str] = [
-        "ostree", f"--repo={repo_path}", "commit", f"--tree=dir={root}", f"--branch={ref}",
-        "--parent=none", f"--subject={subject}", f"--timestamp=@{epoch}",
-        "--add-metadata=ostree.bootable=true",
-        f"--add-metadata-string=ostree.linux={kver}",
-        f"--add-metadata-string={INPUTHASH_KEY}={input_hash}",
-    ]  # fmt: skip
-    if bp.version:
-        argv.append(f"--add-metadata-string=version={bp.version}")
+    strings = [("ostree.linux", kver), (INPUTHASH_KEY, input_hash)]
+    strings += [("version", bp.version)] if bp.version else []
+    variants = [("ostree.bootable", "true")]
     if packages.find_rpmdb(root) is not None:
-        argv.append(f"--add-metadata=rpmostree.rpmdb.pkglist={packages.pkglist_variant(root)}")
-    if (root / "usr/etc/selinux/config").exists():
-        argv.append(f"--selinux-policy={root}")
+        variants.append(("rpmostree.rpmdb.pkglist", packages.pkglist_variant(root)))
     try:
         with step(f"Committing {ref}"):
-            commit = run(argv).stdout.decode().strip().splitlines()[-1]
+            commit = commit_directory(
+                repo_path,
+                root,
+                subject=subject,
+                timestamp=epoch,
+                branch=ref,
+                strings=strings,
+                variants=variants,
+            )
     except BaseException:
         if created:
             shutil.rmtree(repo_path, ignore_errors=True)
