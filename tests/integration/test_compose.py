@@ -560,3 +560,30 @@ def test_from_rootfs_refuses_packages_and_what_is_no_tree(tmp_path: Path) -> Non
     with pytest.raises(UserError, match="neither a directory nor a tar archive"):
         compose(opts)
     assert not opts.repo.exists() and not opts.cache_dir.exists()
+
+
+def test_accounts_move_to_usr_lib_where_the_tree_has_nss_altfiles(tmp_path: Path) -> None:
+    """rpm-ostree's layout: accounts in /usr/lib/passwd and /usr/lib/group (every commit
+    replaces them), root and the wheel group in /etc, nsswitch reading both."""
+    root = _rootfs(tmp_path)
+    (root / "usr/lib64").mkdir(exist_ok=True)
+    (root / "usr/lib64/libnss_altfiles.so.2").write_bytes(b"\x7fELF stand-in\n")
+    (root / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\ndaemon:x:2:2::/:/sbin/nologin\n"
+    )
+    (root / "etc/group").write_text("root:x:0:\ndaemon:x:2:\nwheel:x:10:\n")
+    (root / "etc/nsswitch.conf").write_text("passwd: files sss\ngroup:  files\nhosts: files dns\n")
+    opts = _rootfs_options(tmp_path, root)
+    opts.blueprint.write_text(
+        'name = "o"\n[[customizations.user]]\nname = "alice"\ngroups = ["wheel"]\n'
+    )
+    commit = compose(opts).commit
+    assert _cat(opts.repo, commit, "/usr/etc/passwd") == "root:x:0:0:root:/root:/bin/sh\n"
+    lib_passwd = _cat(opts.repo, commit, "/usr/lib/passwd")
+    assert lib_passwd.startswith("daemon:x:2:2:") and "\nalice:x:1000:1000:" in lib_passwd
+    assert _cat(opts.repo, commit, "/usr/etc/group") == "root:x:0:\nwheel:x:10:alice\n"
+    assert "daemon:x:2:" in _cat(opts.repo, commit, "/usr/lib/group")
+    assert _cat(opts.repo, commit, "/usr/etc/nsswitch.conf") == (
+        "passwd: files altfiles sss\ngroup:  files altfiles\nhosts: files dns\n"
+    )
+    assert "alice:" in _cat(opts.repo, commit, "/usr/etc/shadow")  # shadow stays in /etc

@@ -31,7 +31,10 @@ In this order, on a root with a real ``/etc`` and ``/var``:
    Paths another tmpfiles.d file creates keep that declaration.
 5. ``/etc`` becomes ``usr/etc``; ``machine-id`` is emptied (each device makes its own),
    backups such as ``passwd-`` go, and locked accounts' password-change dates are
-   blanked as rpm-ostree does (they would differ with the day of the build).
+   blanked as rpm-ostree does (they would differ with the day of the build). Where the
+   tree has nss-altfiles, accounts move to ``/usr/lib/passwd`` and ``/usr/lib/group``
+   (root and the wheel and docker groups stay) and ``nsswitch.conf`` reads them, as
+   rpm-ostree lays them out.
 
 The tree is the product of packages and tools: a link in it must never lead the layout
 out of it. Every path the layout writes, moves or removes is checked to have no link
@@ -90,6 +93,7 @@ MACHINE_STATE = (
     "var/lib/plymouth/boot-duration",
 )
 DEBIAN_BOOT_LINKS = ("vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old")
+ETC_GROUP_MEMBERS = ("root", "wheel", "docker")  # with nss-altfiles, stay in /etc/group
 ETC_BACKUPS = ("passwd-", "group-", "shadow-", "gshadow-", "subuid-", "subgid-", ".pwd.lock")
 _SAFE = re.compile(r"[A-Za-z0-9/._+:@,=-]+")
 
@@ -486,12 +490,70 @@ def _etc(root: Path) -> None:
             "".join(_blank_locked(line) + "\n" for line in shadow.read_text().splitlines())
         )
         os.chmod(shadow, stat.S_IMODE(st.st_mode))
+    if _has_altfiles(root):
+        _split_accounts(root, etc)
     usr_etc = _inside(root, "usr/etc")
     if usr_etc.is_symlink() or (usr_etc.exists() and any(usr_etc.iterdir())):
         raise UserError("the tree has both /etc and /usr/etc with content")
     if usr_etc.exists():
         usr_etc.rmdir()
     etc.rename(usr_etc)
+
+
+def _has_altfiles(root: Path) -> bool:
+    return any(root.glob("usr/lib*/libnss_altfiles.so*")) or any(
+        root.glob("usr/lib/*/libnss_altfiles.so*")
+    )
+
+
+def _split_accounts(root: Path, etc: Path) -> None:
+    """rpm-ostree's nss-altfiles layout: the accounts packages and the blueprint made
+    live in ``/usr/lib/passwd`` and ``/usr/lib/group``, which every commit replaces, so
+    that a device whose ``/etc/passwd`` was changed locally (and is no longer merged)
+    still gets the users a later commit adds. ``/etc`` keeps root, and the groups users
+    are added to on a device (wheel, docker)."""
+    for db, keep in (("passwd", _is_root), ("group", _is_etc_group)):
+        path = etc / db
+        if not path.is_file() or path.is_symlink():
+            continue
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if keep(line)]
+        moved = [line for line in lines if not keep(line)]
+        lib = _inside(root, f"usr/lib/{db}")
+        if os.path.lexists(lib) and (lib.is_symlink() or not lib.is_file()):
+            raise UserError(f"/usr/lib/{db} is not a file")
+        old = lib.read_text().splitlines() if lib.exists() else []
+        names = {line.split(":", 1)[0] for line in old}
+        moved = old + [line for line in moved if line.split(":", 1)[0] not in names]
+        _write(root, f"usr/lib/{db}", "".join(line + "\n" for line in moved))
+        mode = stat.S_IMODE(path.stat().st_mode)
+        path.write_text("".join(line + "\n" for line in kept))
+        os.chmod(path, mode)
+    nsswitch = etc / "nsswitch.conf"
+    if nsswitch.is_file() and not nsswitch.is_symlink():
+        nsswitch.write_text(
+            "".join(_with_altfiles(line) + "\n" for line in nsswitch.read_text().splitlines())
+        )
+
+
+def _is_root(line: str) -> bool:
+    fields = line.split(":")
+    return len(fields) > 2 and fields[2] == "0"
+
+
+def _is_etc_group(line: str) -> bool:
+    return line.split(":", 1)[0] in ETC_GROUP_MEMBERS
+
+
+def _with_altfiles(line: str) -> str:
+    """``passwd: files`` → ``passwd: files altfiles`` (and for group)."""
+    key, sep, sources = line.partition(":")
+    words = sources.split()
+    if not sep or key.strip() not in ("passwd", "group") or "altfiles" in words:
+        return line
+    lead = sources[: len(sources) - len(sources.lstrip())]
+    at = words.index("files") + 1 if "files" in words else 0
+    return f"{key}:{lead}" + " ".join([*words[:at], "altfiles", *words[at:]])
 
 
 def _blank_locked(line: str) -> str:
