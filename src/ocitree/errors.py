@@ -35,3 +35,19 @@ class CommandError(UserError):
 
 class ImageFormatError(UserError):
     """An image, layer or blob does not have the format we expect."""
+
+
+class FileErrors(UserError):
+    """Every problem found in one input file, reported together: ``errors`` holds
+    ``(line, message)`` pairs, in line order; line 0 means the file as a whole."""
+
+    def __init__(self, filename: str, errors: list[tuple[int, str]]) -> None:
+        ordered = sorted(errors, key=lambda e: (e[0] == 0, e[0]))
+        count = len(ordered)
+        lines = [f"{count} error{'' if count == 1 else 's'} in {filename}"]
+        for line, message in ordered:
+            where = f"{filename}:{line}" if line else filename
+            lines.append(f"{where}: {message}")
+        super().__init__("\n".join(lines))
+        self.filename = filename
+        self.errors = ordered

@@ -66,7 +66,7 @@ from typing import Any
 
 from ocitree.build import systemd
 from ocitree.build.files import resolve_in_root
-from ocitree.errors import UserError
+from ocitree.errors import FileErrors, UserError
 from ocitree.log import logger, step
 
 __all__ = [
@@ -214,20 +214,9 @@ class Blueprint:
     distro_at: Location = field(default_factory=Location, compare=False)
 
 
-class BlueprintError(UserError):
+class BlueprintError(FileErrors):
     """Every problem found in a blueprint; ``errors`` holds ``(line, message)`` pairs, the
     message starting with the TOML path. Line 0: no line is known (the file as a whole)."""
-
-    def __init__(self, filename: str, errors: list[tuple[int, str]]) -> None:
-        ordered = sorted(errors, key=lambda e: (e[0] == 0, e[0]))
-        count = len(ordered)
-        lines = [f"{count} error{'' if count == 1 else 's'} in {filename}"]
-        for line, message in ordered:
-            where = f"{filename}:{line}" if line else filename
-            lines.append(f"{where}: {message}")
-        super().__init__("\n".join(lines))
-        self.filename = filename
-        self.errors = ordered
 
 
 # --------------------------------------------------------------------------- locations

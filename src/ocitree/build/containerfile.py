@@ -50,7 +50,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from ocitree.errors import UserError
+from ocitree.errors import FileErrors
 
 __all__ = [
     "BindMount",
@@ -186,22 +186,11 @@ class Containerfile:
     unused_build_args: tuple[str, ...] = ()
 
 
-class ContainerfileError(UserError):
+class ContainerfileError(FileErrors):
     """Every problem found in a Containerfile; ``errors`` holds ``(line, message)`` pairs.
 
     Line 0 means the file as a whole (e.g. it has no ``FROM``).
     """
-
-    def __init__(self, filename: str, errors: list[tuple[int, str]]) -> None:
-        ordered = sorted(errors, key=lambda e: (e[0] == 0, e[0]))
-        count = len(ordered)
-        lines = [f"{count} error{'' if count == 1 else 's'} in {filename}"]
-        for line, message in ordered:
-            where = f"{filename}:{line}" if line else filename
-            lines.append(f"{where}: {message}")
-        super().__init__("\n".join(lines))
-        self.filename = filename
-        self.errors = ordered
 
 
 def parse(
