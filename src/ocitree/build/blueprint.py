@@ -58,7 +58,7 @@ import posixpath
 import re
 import shutil
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -753,15 +753,32 @@ def _services(c: _Checker, table: dict[str, Any], path: TomlPath) -> Services:
     return Services(lists["enabled"], lists["disabled"], lists["masked"], c.at(path))
 
 
+_Owned = tuple[str | None, int | None, str | int | None, str | int | None]
+
+
+def _owned_paths(
+    c: _Checker, table: dict[str, Any], key: str, extra: str
+) -> Iterator[tuple[TomlPath, dict[str, Any], _Owned]]:
+    """The entries of ``[[customizations.KEY]]``: path, mode, user and group checked
+    (``extra`` is the one other key they take), each with its (path, mode, user, group)."""
+    for path, entry in c.tables(table, key, ("customizations",)):
+        c.keys(entry, path, ("path", "mode", "user", "group", extra))
+        p = c.fs_path(c.string(entry, "path", path, required=True), path)
+        owned = (
+            p,
+            c.mode(entry, path),
+            c.owner(entry, "user", path),
+            c.owner(entry, "group", path),
+        )
+        yield path, entry, owned
+
+
 def _directories(c: _Checker, table: dict[str, Any]) -> tuple[Directory, ...]:
     out: list[Directory] = []
     seen: set[str] = set()
-    for path, entry in c.tables(table, "directories", ("customizations",)):
-        c.keys(entry, path, ("path", "mode", "user", "group", "ensure_parents"))
-        p = c.fs_path(c.string(entry, "path", path, required=True), path)
-        mode = c.mode(entry, path)
-        user = c.owner(entry, "user", path)
-        group = c.owner(entry, "group", path)
+    for path, entry, (p, mode, user, group) in _owned_paths(
+        c, table, "directories", "ensure_parents"
+    ):
         parents = c.boolean(entry, "ensure_parents", path)
         if p is None:
             continue
@@ -775,12 +792,7 @@ def _directories(c: _Checker, table: dict[str, Any]) -> tuple[Directory, ...]:
 def _files(c: _Checker, table: dict[str, Any], directories: set[str]) -> tuple[File, ...]:
     out: list[File] = []
     seen: set[str] = set()
-    for path, entry in c.tables(table, "files", ("customizations",)):
-        c.keys(entry, path, ("path", "mode", "user", "group", "data"))
-        p = c.fs_path(c.string(entry, "path", path, required=True), path)
-        mode = c.mode(entry, path)
-        user = c.owner(entry, "user", path)
-        group = c.owner(entry, "group", path)
+    for path, entry, (p, mode, user, group) in _owned_paths(c, table, "files", "data"):
         data = c.string(entry, "data", path)
         if p is None:
             continue
