@@ -323,36 +323,30 @@ def test_gpgcheck_refuses_unsigned_package(root: Root, world: World) -> None:
     assert not {"a", "b"} & _rpmdb_names(root.path)
 
 
-def test_gpgcheck_accepts_signed_package(root: Root, world: World) -> None:
+def _signed_repo(root: Root, world: World, key: Path, name: str) -> None:
+    """The repository of signed packages, checked with ``key`` copied into the image."""
     key_dir = root.path / "etc/pki/rpm-gpg"
     key_dir.mkdir(parents=True)
-    shutil.copy(world.signing_key, key_dir / "RPM-GPG-KEY-test")
+    shutil.copy(key, key_dir / name)
     root.write_repo(
         _repo_file(
             world.server,
             section="signed",
             path="signed",
             gpgcheck=True,
-            gpgkey="file:///etc/pki/rpm-gpg/RPM-GPG-KEY-test",
+            gpgkey=f"file:///etc/pki/rpm-gpg/{name}",
         )
     )
+
+
+def test_gpgcheck_accepts_signed_package(root: Root, world: World) -> None:
+    _signed_repo(root, world, world.signing_key, "RPM-GPG-KEY-test")
     assert root.install("d").installed == ("d-1.0-1.noarch",)
     assert (root.path / "usr/share/d/d.txt").read_bytes() == b"d\n"
 
 
 def test_gpgcheck_refuses_package_signed_by_another_key(root: Root, world: World) -> None:
-    key_dir = root.path / "etc/pki/rpm-gpg"
-    key_dir.mkdir(parents=True)
-    shutil.copy(world.other_key, key_dir / "RPM-GPG-KEY-other")
-    root.write_repo(
-        _repo_file(
-            world.server,
-            section="signed",
-            path="signed",
-            gpgcheck=True,
-            gpgkey="file:///etc/pki/rpm-gpg/RPM-GPG-KEY-other",
-        )
-    )
+    _signed_repo(root, world, world.other_key, "RPM-GPG-KEY-other")
     with pytest.raises(UserError) as e:
         root.install("d")
     assert "does not verify" in e.value.message
