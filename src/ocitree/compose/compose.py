@@ -227,12 +227,7 @@ def _install_guards(root: Path) -> Iterator[None]:
     machine id (else systemd's scriptlet writes a random one: no two composes would be
     the same), the dracut kernel-install plugins masked, /dev and /proc mount points."""
     for d, mode in (("etc/kernel/install.d", 0o755), ("dev", 0o755), ("proc", 0o555)):
-        path = root
-        for part in Path(d).parts:
-            path = path / part
-            if not path.is_dir():
-                path.mkdir(mode=mode)
-                path.chmod(mode)
+        layout.make_dirs(root, d, mode)
     (root / "etc/machine-id").write_text(PLACEHOLDER_MACHINE_ID + "\n")
     masks = [root / "etc/kernel/install.d" / name for name in MASKED_KERNEL_INSTALL]
     for m in masks:

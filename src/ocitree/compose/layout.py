@@ -113,7 +113,7 @@ def make_ostree_ready(root: Path, *, source_date_epoch: int) -> Kernel:
         opt_links = _toplevel_links(root)
         _var_to_tmpfiles(root, opt_links)
         _etc(root)
-        _mkdirs(root, "usr/etc")
+        make_dirs(root, "usr/etc")
         for rel, mode in EMPTY_DIRS.items():
             path = _inside(root, rel)
             if path.is_dir() and not path.is_symlink():
@@ -167,12 +167,12 @@ def _write(root: Path, rel: str, text: str) -> None:
     path = _inside(root, rel)
     if os.path.lexists(path):
         _remove(path)
-    _mkdirs(root, str(PurePosixPath(rel).parent))
+    make_dirs(root, str(PurePosixPath(rel).parent))
     path.write_text(text)
     os.chmod(path, 0o644)
 
 
-def _mkdirs(root: Path, rel: str, mode: int = 0o755) -> Path:
+def make_dirs(root: Path, rel: str, mode: int = 0o755) -> Path:
     """Make ``root/rel`` and its missing parents with ``mode`` (not the umask's)."""
     path = root
     for part in PurePosixPath(rel).parts:
@@ -207,7 +207,7 @@ def _kernel(root: Path, epoch: int) -> Kernel:
             hint="install one kernel package",
         )
     kver = kvers.pop()
-    dest = _mkdirs(root, f"usr/lib/modules/{kver}")
+    dest = make_dirs(root, f"usr/lib/modules/{kver}")
     for name in DEBIAN_BOOT_LINKS:  # links into /boot, which a deployment's /boot is not
         p = root / name
         if p.is_symlink():
@@ -226,7 +226,7 @@ def _kernel(root: Path, epoch: int) -> Kernel:
             elif _is_machine_dir(root, p):
                 _remove(p)  # kernel-install's entries of the build's machine id
             else:
-                _move(p, _mkdirs(root, OSTREE_BOOT) / name)
+                _move(p, make_dirs(root, OSTREE_BOOT) / name)
     dracut = next(
         (d for d in ("usr/bin/dracut", "usr/sbin/dracut") if os.path.lexists(root / d)), None
     )
@@ -306,7 +306,7 @@ def _rpmdb(root: Path) -> None:
         path = _inside(root, rel)
         if os.path.lexists(path):
             _remove(path)
-        _mkdirs(root, str(PurePosixPath(rel).parent))
+        make_dirs(root, str(PurePosixPath(rel).parent))
         path.symlink_to(link)
 
 
@@ -321,7 +321,9 @@ def _toplevel_links(root: Path) -> list[str]:
             continue
         if path.is_dir():
             if target.startswith(("var/", "../var/")):
-                dest = _mkdirs(root, os.path.normpath(os.path.join(os.path.dirname(link), target)))
+                dest = make_dirs(
+                    root, os.path.normpath(os.path.join(os.path.dirname(link), target))
+                )
                 for child in sorted(path.iterdir()):
                     _move(child, dest / child.name)
             elif any(path.iterdir()):
@@ -340,7 +342,7 @@ def _opt(root: Path) -> list[str]:
     names: list[str] = []
     if opt.is_dir() and not opt.is_symlink():
         for child in sorted(opt.iterdir()):
-            _move(child, _mkdirs(root, OPT_IN_USR) / child.name)
+            _move(child, make_dirs(root, OPT_IN_USR) / child.name)
             names.append(child.name)
         opt.rmdir()
     elif os.path.lexists(opt) and not opt.is_symlink():
