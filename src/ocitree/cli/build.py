@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ocitree.cli.options import add_json, add_registry_options, human_size, registry_options
-from ocitree.cli.output import print_json
+from ocitree.cli.encapsulate import print_result
+from ocitree.cli.options import add_json, add_registry_options, registry_options
 from ocitree.errors import UserError
 from ocitree.oci.reference import ImageReference
 
@@ -153,25 +153,5 @@ def run(args: argparse.Namespace) -> int:
         base=args.base,
     )
     result = build(opts)
-    if args.json:
-        print_json(
-            {
-                "commit": result.commit,
-                "manifest": result.manifest.digest,
-                "layers": [
-                    {
-                        "digest": li.blob.digest,
-                        "size": li.blob.size,
-                        "components": list(li.components) if li.components else None,
-                    }
-                    for li in result.layers
-                ],
-            }
-        )
-    elif not args.quiet:
-        total = sum(li.blob.size for li in result.layers)
-        print(
-            f"{args.tag}: commit {result.commit[:12]}, {len(result.layers)} layers, "
-            f"{human_size(total)}, manifest {result.manifest.digest}"
-        )
+    print_result(result, args.tag, args)
     return 0

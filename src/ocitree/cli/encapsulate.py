@@ -8,7 +8,12 @@ from typing import Any
 
 from ocitree.cli.options import add_json, add_registry_options, human_size, registry_options
 from ocitree.cli.output import print_json, progress_bar
-from ocitree.container.encapsulate import EncapsulateOptions, encapsulate, previous_chunks
+from ocitree.container.encapsulate import (
+    EncapsulateOptions,
+    EncapsulateResult,
+    encapsulate,
+    previous_chunks,
+)
 from ocitree.errors import UserError
 from ocitree.oci.destination import staged
 from ocitree.oci.images import read_image
@@ -109,11 +114,18 @@ def run(args: argparse.Namespace) -> int:
         progress_bar("Writing layers", enabled=not (args.quiet or args.json)) as progress,
     ):
         result = encapsulate(repo, args.ref, target.layout, target.tag, opts, progress)
+    print_result(result, str(dest), args)
+    return 0
+
+
+def print_result(result: EncapsulateResult, destination: str, args: argparse.Namespace) -> None:
+    """What ``encapsulate`` and ``build`` print of the image they wrote (``--json``, or a
+    line unless ``--quiet``)."""
     if args.json:
         print_json(
             {
                 "commit": result.commit,
-                "destination": str(dest),
+                "destination": destination,
                 "manifest": result.manifest.digest,
                 "config": result.config.digest,
                 "layers": [
@@ -130,7 +142,6 @@ def run(args: argparse.Namespace) -> int:
     elif not args.quiet:
         total = sum(li.blob.size for li in result.layers)
         print(
-            f"{dest}: commit {result.commit[:12]}, {len(result.layers)} layers, "
+            f"{destination}: commit {result.commit[:12]}, {len(result.layers)} layers, "
             f"{human_size(total)}, manifest {result.manifest.digest}"
         )
-    return 0
